@@ -1,0 +1,186 @@
+"""Group concurrent requests into one model call.
+
+The batcher knows nothing of HTTP or TensorFlow: it is handed a `predict_batch` callable that
+takes a list of items and returns a sequence of results of the same length, and it runs that
+callable on one worker thread so the event loop never blocks on the model.
+
+Adaptive by construction: a request that arrives while the worker is idle goes straight through
+as a batch of one. Requests that arrive while the worker is busy queue up and form the next batch
+(up to `max_batch_size`); when several are waiting but the batch is not full, it waits at most
+`batch_timeout_ms` for more. Every caller gets its own result or the batch's error; callers that
+gave up are skipped; a full queue is refused at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from app.errors import InferenceError, NotReadyError, OverloadedError
+
+logger = logging.getLogger(__name__)
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+@dataclass(frozen=True, slots=True)
+class Completed(Generic[Result]):
+    value: Result
+    queue_s: float
+    inference_s: float
+    batch_size: int
+
+
+@dataclass(slots=True)
+class _Pending(Generic[Item, Result]):
+    item: Item
+    future: asyncio.Future[Completed[Result]]
+    enqueued_at: float
+
+
+class MicroBatcher(Generic[Item, Result]):
+    def __init__(
+        self,
+        predict_batch: Callable[[list[Item]], Sequence[Result]],
+        *,
+        max_batch_size: int,
+        batch_timeout_ms: float,
+        max_queue_size: int,
+        name: str = "inference",
+    ) -> None:
+        if max_batch_size < 1 or max_queue_size < 1 or batch_timeout_ms < 0:
+            raise ValueError("max_batch_size, max_queue_size >= 1 and batch_timeout_ms >= 0")
+        self.predict_batch = predict_batch
+        self.max_batch_size = max_batch_size
+        self.batch_timeout_s = batch_timeout_ms / 1000
+        self.max_queue_size = max_queue_size
+        self._name = name
+        self._queue: deque[_Pending[Item, Result]] = deque()
+        self._arrival = asyncio.Event()
+        self._executor: ThreadPoolExecutor | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.batches_run = 0
+        self.items_run = 0
+
+    @property
+    def queue_size(self) -> int:
+        return len(self._queue)
+
+    async def __aenter__(self) -> MicroBatcher[Item, Result]:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    def start(self) -> None:
+        if self._task is not None:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self._name)
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=self._name)
+
+    async def stop(self) -> None:
+        """Stop taking work; whoever is still waiting is told the service is shutting down."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        while self._queue:
+            pending = self._queue.popleft()
+            if not pending.future.done():
+                pending.future.set_exception(NotReadyError("The service is shutting down."))
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    async def submit(self, item: Item) -> Completed[Result]:
+        """Queue one item and wait for its result (raises the batch's error on failure)."""
+        if self._task is None:
+            raise NotReadyError("The model is not loaded yet.")
+        if len(self._queue) >= self.max_queue_size:
+            raise OverloadedError(
+                f"The inference queue is full ({self.max_queue_size} waiting); retry shortly."
+            )
+        future: asyncio.Future[Completed[Result]] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(item, future, time.perf_counter()))
+        self._arrival.set()
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            if not self._queue:
+                self._arrival.clear()
+                await self._arrival.wait()
+            batch = self._take_batch()
+            if 1 < len(batch) < self.max_batch_size and self.batch_timeout_s > 0:
+                await self._fill(batch)
+            if batch:
+                await self._run_batch(batch)
+
+    def _take_batch(
+        self, batch: list[_Pending[Item, Result]] | None = None
+    ) -> list[_Pending[Item, Result]]:
+        batch = [] if batch is None else batch
+        while self._queue and len(batch) < self.max_batch_size:
+            pending = self._queue.popleft()
+            if not pending.future.done():  # Its caller gave up (cancelled or timed out).
+                batch.append(pending)
+        return batch
+
+    async def _fill(self, batch: list[_Pending[Item, Result]]) -> None:
+        deadline = time.perf_counter() + self.batch_timeout_s
+        while len(batch) < self.max_batch_size:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return
+            self._arrival.clear()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._arrival.wait()
+            except TimeoutError:
+                return
+            self._take_batch(batch)
+
+    async def _run_batch(self, batch: list[_Pending[Item, Result]]) -> None:
+        assert self._executor is not None
+        started = time.perf_counter()
+        items = [pending.item for pending in batch]
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self.predict_batch, items
+            )
+            if len(results) != len(batch):
+                raise InferenceError(
+                    f"predict_batch returned {len(results)} results for {len(batch)} items"
+                )
+        except asyncio.CancelledError:
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(NotReadyError("The service is shutting down."))
+            raise
+        except Exception as error:
+            logger.exception("Batch of %d failed", len(batch))
+            failure = (
+                error
+                if isinstance(error, InferenceError)
+                else InferenceError(f"The model failed on this batch: {type(error).__name__}")
+            )
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(failure)
+            return
+        finished = time.perf_counter()
+        self.batches_run += 1
+        self.items_run += len(batch)
+        for pending, result in zip(batch, results, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(
+                    Completed(result, started - pending.enqueued_at, finished - started, len(batch))
+                )

@@ -1,0 +1,56 @@
+"""Every setting of the service, read once from `CNN_SERVE_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL_BASE_DIR = Path(__file__).resolve().parent.parent / "model" / "export"
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CNN_SERVE_", env_file=None, frozen=True)
+
+    # Which model: the newest version under <model_base_dir>/<model_name>/ unless one is pinned.
+    model_base_dir: Path = DEFAULT_MODEL_BASE_DIR
+    model_name: str = Field("mnist", min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    model_version: int | None = Field(None, ge=1)
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=32)
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    access_log: bool = False
+
+    # Micro-batching: a lone request goes straight to the model; under load, requests that
+    # arrive while the model is busy are grouped, up to max_batch_size images, waiting at most
+    # batch_timeout_ms for a batch to fill.
+    max_batch_size: int = Field(64, ge=1, le=1024)
+    batch_timeout_ms: float = Field(1.0, ge=0, le=1000)
+    max_queue_size: int = Field(512, ge=1)
+    request_timeout_s: float = Field(10.0, gt=0, le=600)
+
+    # Limits on what a client may send.
+    max_upload_bytes: int = Field(10 * MiB, ge=1024)
+    max_batch_upload_bytes: int = Field(64 * MiB, ge=1024)
+    max_batch_files: int = Field(64, ge=1, le=1024)
+    max_image_pixels: int = Field(50_000_000, ge=784)
+
+    # TensorFlow and image threads, sized for a small CPU box.
+    tf_intra_op_threads: int = Field(2, ge=0, le=256)
+    tf_inter_op_threads: int = Field(1, ge=0, le=256)
+    preprocess_threads: int = Field(2, ge=1, le=64)
+
+    @model_validator(mode="after")
+    def _batch_upload_fits_a_file(self) -> Settings:
+        if self.max_batch_upload_bytes < self.max_upload_bytes:
+            raise ValueError("max_batch_upload_bytes must be at least max_upload_bytes")
+        return self
+
+    @property
+    def model_dir(self) -> Path:
+        return self.model_base_dir / self.model_name

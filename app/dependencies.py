@@ -1,0 +1,37 @@
+"""What the lifespan creates, handed to routes through one typed dependency."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.config import Settings
+from app.errors import NotReadyError
+from app.inference import InferenceService
+
+
+@dataclass
+class Services:
+    settings: Settings
+    inference: InferenceService
+    ready: bool = False
+
+
+def get_services(request: Request) -> Services:
+    services: Services | None = getattr(request.state, "services", None)
+    if services is None:
+        raise NotReadyError("The model is not loaded yet.")
+    return services
+
+
+def get_ready_services(request: Request) -> Services:
+    services = get_services(request)
+    if not services.ready:
+        raise NotReadyError("The model is not ready yet.")
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+ReadyServicesDep = Annotated[Services, Depends(get_ready_services)]

@@ -1,0 +1,90 @@
+"""One image's way through the service: bytes -> preprocessing -> batcher -> model -> result.
+
+Every protocol router calls `classify`, so they all share one batcher and one model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from app.batching import MicroBatcher
+from app.errors import InferenceTimeoutError
+from app.models import LoadedModel, ModelRegistry
+from app.preprocess import open_image, preprocess_image
+
+# Images up to this many pixels are preprocessed on the event loop: a thread hop would cost
+# more than the work itself. Larger ones go to a thread pool so they never stall other requests.
+INLINE_MAX_PIXELS = 64 * 64
+
+ModelOutput = tuple[LoadedModel, np.ndarray]
+
+
+@dataclass(frozen=True, slots=True)
+class Classified:
+    model: LoadedModel
+    probabilities: np.ndarray
+    decode_s: float
+    queue_s: float
+    inference_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        labels = self.model.labels
+        best = int(self.probabilities.argmax())
+        return {
+            "label": labels[best],
+            "confidence": float(self.probabilities[best]),
+            "probabilities": dict(zip(labels, self.probabilities.tolist(), strict=True)),
+            "model": {"name": self.model.name, "version": self.model.version},
+        }
+
+    def server_timing(self) -> str:
+        return (
+            f"decode;dur={self.decode_s * 1000:.2f}, queue;dur={self.queue_s * 1000:.2f}, "
+            f"inference;dur={self.inference_s * 1000:.2f}"
+        )
+
+
+class InferenceService:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        batcher: MicroBatcher[np.ndarray, ModelOutput],
+        preprocess_pool: ThreadPoolExecutor,
+        *,
+        max_image_pixels: int,
+        request_timeout_s: float,
+    ) -> None:
+        self.registry = registry
+        self.batcher = batcher
+        self.preprocess_pool = preprocess_pool
+        self.max_image_pixels = max_image_pixels
+        self.request_timeout_s = request_timeout_s
+
+    async def classify(self, data: bytes) -> Classified:
+        started = time.perf_counter()
+        image = open_image(data, max_pixels=self.max_image_pixels)
+        profile = self.registry.current.profile
+        if image.width * image.height <= INLINE_MAX_PIXELS:
+            pixels = preprocess_image(image, profile)
+        else:
+            pixels = await asyncio.get_running_loop().run_in_executor(
+                self.preprocess_pool, preprocess_image, image, profile
+            )
+        decoded = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.request_timeout_s):
+                completed = await self.batcher.submit(pixels)
+        except TimeoutError:
+            raise InferenceTimeoutError(
+                f"No result within {self.request_timeout_s:g} s: the service is overloaded."
+            ) from None
+        model, probabilities = completed.value
+        return Classified(
+            model, probabilities, decoded - started, completed.queue_s, completed.inference_s
+        )

@@ -1,0 +1,88 @@
+"""The FastAPI application: lifespan wiring and routers. `app = create_app()` for uvicorn."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+import numpy as np
+from fastapi import FastAPI
+
+from app.batching import MicroBatcher
+from app.config import Settings
+from app.dependencies import Services
+from app.error_handlers import install_error_handlers
+from app.inference import InferenceService, ModelOutput
+from app.models import (
+    ModelLoadError,
+    ModelRegistry,
+    configure_tensorflow,
+    load_model,
+    resolve_version_dir,
+)
+from app.routes import health, predict
+from app.uploads import BodySizeLimit
+
+logger = logging.getLogger("cnn_serve")
+
+BATCH_PATH = "/predict/batch"
+
+
+def warm_up_sizes(max_batch_size: int) -> list[int]:
+    """Powers of two up to the largest batch, so each size class has been run once."""
+    sizes = [1]
+    while sizes[-1] < max_batch_size:
+        sizes.append(min(sizes[-1] * 2, max_batch_size))
+    return sizes
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Services]]:
+        configure_tensorflow(settings.tf_intra_op_threads, settings.tf_inter_op_threads)
+        try:
+            version_dir = resolve_version_dir(settings.model_dir, settings.model_version)
+            model = load_model(version_dir)
+        except ModelLoadError as error:
+            logger.critical("Cannot start: %s", error)
+            raise
+        model.warm_up(warm_up_sizes(settings.max_batch_size))
+        registry = ModelRegistry(model)
+        batcher: MicroBatcher[np.ndarray, ModelOutput] = MicroBatcher(
+            registry.predict_batch,
+            max_batch_size=settings.max_batch_size,
+            batch_timeout_ms=settings.batch_timeout_ms,
+            max_queue_size=settings.max_queue_size,
+        )
+        with ThreadPoolExecutor(settings.preprocess_threads, "preprocess") as preprocess_pool:
+            async with batcher:
+                inference = InferenceService(
+                    registry,
+                    batcher,
+                    preprocess_pool,
+                    max_image_pixels=settings.max_image_pixels,
+                    request_timeout_s=settings.request_timeout_s,
+                )
+                services = Services(settings, inference, ready=True)
+                logger.info("Serving %s version %d from %s", model.name, model.version, version_dir)
+                yield {"services": services}
+                services.ready = False
+
+    def body_limit(path: str) -> int:
+        return settings.max_batch_upload_bytes if path == BATCH_PATH else settings.max_upload_bytes
+
+    app = FastAPI(
+        title="cnn-serve",
+        summary="A small image classifier behind a fast, hardened HTTP API.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodySizeLimit, limit_for=body_limit)
+    install_error_handlers(app)
+    app.include_router(predict.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,304 @@
+"""Turn any uploaded image into the 28x28 grayscale input a model was trained on.
+
+A pure function of the image bytes and the model's preprocessing profile. The training script uses
+it for folder datasets too, so a model never sees pixels prepared differently from what it serves.
+
+Profiles:
+- `mnist`: centre a single glyph the way MNIST itself was made: light ink on a dark background,
+  cropped to the ink, scaled so the longer side is 20 px, placed in 28x28 by its centre of mass.
+- `fit`: plain grayscale letterbox resize to 28x28 (Fashion-MNIST, folders of photos).
+
+The output is float32 in [0, 255]; the exported model does its own scaling.
+"""
+
+from __future__ import annotations
+
+import io
+from enum import StrEnum
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from app.errors import BlankImageError, ImageTooLargeError, InvalidImageError
+
+# Register every Pillow plugin now: Image.open(formats=...) does not load the lazy ones (MPO).
+Image.init()
+
+OUTPUT_SIDE = 28
+MNIST_BOX_SIDE = 20
+DEFAULT_MAX_PIXELS = 50_000_000
+# Large images are shrunk to this many pixels on their longer side before any array work: plenty
+# for a 20 px digit, and it makes a 12-megapixel photo cost about as much as a thumbnail.
+WORKING_MAX_SIDE = 112
+# The thinnest stroke, in pixels of the final 20 px box, that MNIST digits have. Thinner strokes
+# (a fine pen photographed large) are thickened before scaling so they do not fade away.
+MIN_STROKE_WIDTH = 1.8
+
+SUPPORTED_FORMATS = ("PNG", "JPEG", "MPO", "GIF", "BMP", "DIB", "WEBP", "TIFF")
+_HIGH_BIT_DEPTH_MODES = frozenset({"I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+
+
+class PreprocessingProfile(StrEnum):
+    MNIST = "mnist"
+    FIT = "fit"
+
+
+def preprocess(
+    data: bytes,
+    profile: PreprocessingProfile | str = PreprocessingProfile.MNIST,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> np.ndarray:
+    """Decode `data` and return a float32 (28, 28) array in [0, 255], light ink on dark."""
+    image = open_image(data, max_pixels=max_pixels)
+    return preprocess_image(image, profile)
+
+
+def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Read only the header, refusing unknown formats and decompression bombs before decoding."""
+    if not data:
+        raise InvalidImageError("The upload is empty.")
+    try:
+        image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageTooLargeError(f"The image has too many pixels: {error}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise InvalidImageError(
+            f"Not a decodable image. Supported formats: {', '.join(SUPPORTED_FORMATS[:-1])} and "
+            f"{SUPPORTED_FORMATS[-1]}."
+        ) from None
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise InvalidImageError("The image has no pixels.")
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"The image is {width}x{height} = {width * height:,} pixels; "
+            f"the limit is {max_pixels:,}."
+        )
+    return image
+
+
+def preprocess_image(image: Image.Image, profile: PreprocessingProfile | str) -> np.ndarray:
+    profile = PreprocessingProfile(profile)
+    gray = _decode_grayscale(image)
+    if profile is PreprocessingProfile.MNIST:
+        return _centre_like_mnist(gray)
+    return _letterbox(gray)
+
+
+def _decode_grayscale(image: Image.Image) -> np.ndarray:
+    """Decode at most WORKING_MAX_SIDE on the longer side; float32 grayscale in [0, 255]."""
+    if image.format in ("JPEG", "MPO"):
+        # DCT scaling decodes a large JPEG straight at 1/2, 1/4 or 1/8 of its size, and only the
+        # luma channel: several times faster and smaller than a full decode.
+        image.draft("L", (WORKING_MAX_SIDE, WORKING_MAX_SIDE))
+    try:
+        image.load()
+        ImageOps.exif_transpose(image, in_place=True)
+        image = _to_working_mode(image)
+        if max(image.size) > WORKING_MAX_SIDE:
+            image.thumbnail((WORKING_MAX_SIDE, WORKING_MAX_SIDE), Image.Resampling.BOX)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageTooLargeError(f"The image has too many pixels: {error}") from None
+    except Exception as error:  # Pillow raises many types for corrupt data; all mean the same.
+        raise InvalidImageError(f"The image could not be decoded: {error}") from None
+
+    if image.mode == "LA":
+        luma_alpha = np.asarray(image, dtype=np.float32)
+        return _composite_on_contrasting_background(luma_alpha[..., 0], luma_alpha[..., 1] / 255)
+    values = np.asarray(image, dtype=np.float32)
+    if image.mode == "F":
+        return _stretch_to_8_bit(values)
+    return values
+
+
+def _to_working_mode(image: Image.Image) -> Image.Image:
+    """Convert to L, LA (transparency kept for compositing) or F (16/32-bit input)."""
+    if image.mode in _HIGH_BIT_DEPTH_MODES:
+        return image.convert("F")
+    if image.mode in _ALPHA_MODES or "transparency" in image.info:
+        if image.mode not in ("RGBA", "LA"):
+            image = image.convert("RGBA")
+        return image.convert("LA")
+    if image.mode not in ("L", "RGB", "1", "P", "CMYK", "YCbCr", "HSV"):
+        image = image.convert("RGB")
+    return image.convert("L")
+
+
+def _composite_on_contrasting_background(luma: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Flatten transparency onto whichever of black or white contrasts with the visible content.
+
+    A canvas drawing is dark strokes on a transparent (black, alpha 0) background: compositing
+    onto black would erase it, onto white keeps it.
+    """
+    opacity = float(alpha.sum())
+    if opacity == 0:
+        return np.zeros_like(luma)
+    if opacity == alpha.size:
+        return luma
+    content_luma = float((luma * alpha).sum()) / opacity
+    background = 255.0 if content_luma < 128 else 0.0
+    return np.asarray(luma * alpha + background * (1 - alpha), dtype=np.float32)
+
+
+def _stretch_to_8_bit(values: np.ndarray) -> np.ndarray:
+    values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = float(values.min()), float(values.max())
+    if high - low < 1e-6:
+        return np.zeros_like(values)
+    if low >= 0 and high <= 255:
+        return values
+    return (values - low) * (255 / (high - low))
+
+
+def _centre_like_mnist(gray: np.ndarray) -> np.ndarray:
+    ink = _clean_ink(_light_on_dark(gray))
+    rows = np.flatnonzero(ink.any(axis=1))
+    columns = np.flatnonzero(ink.any(axis=0))
+    if rows.size == 0:
+        raise BlankImageError("The image is blank: there is nothing to classify.")
+    glyph = ink[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
+    glyph = _scale_into_box(glyph, MNIST_BOX_SIDE)
+    return _place_by_centre_of_mass(glyph)
+
+
+def _light_on_dark(gray: np.ndarray) -> np.ndarray:
+    """MNIST is light ink on black; invert dark-on-light images (paper, whiteboards, canvases)."""
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    midpoint = (float(gray.min()) + float(gray.max())) / 2
+    if float(np.median(border)) > midpoint:
+        return 255 - gray
+    return gray
+
+
+def _clean_ink(gray: np.ndarray) -> np.ndarray:
+    """Remove uneven lighting, paper texture and compression noise; stretch the ink to 255.
+
+    Clean input (an MNIST digit, a canvas drawing) has a flat zero background and passes through
+    unchanged: every estimate below is then exactly zero.
+    """
+    background = gray <= _background_ceiling(gray)
+    flattened = gray - _illumination(gray, background)
+    residual = flattened[background]
+    median = float(np.median(residual))
+    spread = float(np.median(np.abs(residual - median))) * 1.4826
+    noise_floor = max(median + 4 * spread, 0.0)
+    ink_values = flattened[flattened > noise_floor]
+    if ink_values.size == 0:
+        return np.zeros_like(gray)
+    ink_level = float(np.percentile(ink_values, 99))
+    if ink_level - noise_floor < 24:  # No real contrast: only noise is left.
+        return np.zeros_like(gray)
+    cleaned = (flattened - noise_floor) * (255 / (ink_level - noise_floor))
+    return np.clip(cleaned, 0, 255)
+
+
+def _background_ceiling(gray: np.ndarray) -> float:
+    """A level below which pixels are surely background: robust, so thin ink does not skew it."""
+    median = float(np.median(gray))
+    spread = float(np.median(np.abs(gray - median))) * 1.4826
+    return min(median + 3 * spread, _otsu_threshold(gray))
+
+
+def _otsu_threshold(gray: np.ndarray) -> float:
+    histogram, edges = np.histogram(gray, bins=64, range=(0, 256))
+    weights = histogram.astype(np.float64)
+    centres = (edges[:-1] + edges[1:]) / 2
+    below = np.cumsum(weights)
+    above = below[-1] - below
+    below_sum = np.cumsum(weights * centres)
+    mean_below = below_sum / np.maximum(below, 1)
+    mean_above = (below_sum[-1] - below_sum) / np.maximum(above, 1)
+    between = below * above * (mean_below - mean_above) ** 2
+    return float(edges[int(np.argmax(between)) + 1])
+
+
+def _illumination(gray: np.ndarray, background: np.ndarray) -> np.ndarray | float:
+    """A smooth quadratic surface fitted to the background pixels (uneven lighting, shadows)."""
+    samples = gray[background]
+    if samples.size < 12 or float(samples.max()) - float(samples.min()) < 1:
+        return float(samples.mean()) if samples.size else 0.0
+    height, width = gray.shape
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    y /= max(height - 1, 1)
+    x /= max(width - 1, 1)
+    terms = [np.ones_like(x), x, y, x * x, x * y, y * y]
+    design = np.stack([term[background] for term in terms], axis=1)
+    coefficients, *_ = np.linalg.lstsq(design, samples, rcond=None)
+    return np.asarray(sum(c * t for c, t in zip(coefficients, terms, strict=True)))
+
+
+def _scale_into_box(glyph: np.ndarray, box_side: int) -> np.ndarray:
+    height, width = glyph.shape
+    scale = box_side / max(height, width)
+    if scale == 1:
+        return glyph
+    glyph = _thicken_thin_strokes(glyph, scale)
+    new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resized = Image.fromarray(glyph.astype(np.float32)).resize(
+        new_size, Image.Resampling.LANCZOS if scale > 1 else Image.Resampling.BOX
+    )
+    return np.clip(np.asarray(resized, dtype=np.float32), 0, 255)
+
+
+def _thicken_thin_strokes(glyph: np.ndarray, scale: float) -> np.ndarray:
+    """Dilate strokes that scaling would leave thinner than MNIST's pen."""
+    ink = glyph > 127
+    area = int(ink.sum())
+    if area == 0:
+        return glyph
+    edge = ink & ~(
+        np.pad(ink, 1)[:-2, 1:-1]
+        & np.pad(ink, 1)[2:, 1:-1]
+        & np.pad(ink, 1)[1:-1, :-2]
+        & np.pad(ink, 1)[1:-1, 2:]
+    )
+    # For long thin strokes, area ~ width * length and the edge count ~ 2 * length.
+    stroke_width = 2 * area / max(int(edge.sum()), 1)
+    missing = MIN_STROKE_WIDTH / scale - stroke_width
+    if missing < 1:
+        return glyph
+    radius = min(round(missing / 2), 8)
+    padded = np.pad(glyph, radius)
+    thick = glyph.copy()
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            if dx * dx + dy * dy <= radius * radius:
+                window = padded[
+                    radius + dy : radius + dy + glyph.shape[0],
+                    radius + dx : radius + dx + glyph.shape[1],
+                ]
+                np.maximum(thick, window, out=thick)
+    return thick
+
+
+def _place_by_centre_of_mass(glyph: np.ndarray) -> np.ndarray:
+    height, width = glyph.shape
+    mass = float(glyph.sum())
+    row_centre = float((glyph.sum(axis=1) * np.arange(height)).sum()) / mass
+    column_centre = float((glyph.sum(axis=0) * np.arange(width)).sum()) / mass
+    half = OUTPUT_SIDE / 2
+    top = min(max(round(half - row_centre), 0), OUTPUT_SIDE - height)
+    left = min(max(round(half - column_centre), 0), OUTPUT_SIDE - width)
+    canvas = np.zeros((OUTPUT_SIDE, OUTPUT_SIDE), dtype=np.float32)
+    canvas[top : top + height, left : left + width] = glyph
+    return canvas
+
+
+def _letterbox(gray: np.ndarray) -> np.ndarray:
+    height, width = gray.shape
+    scale = OUTPUT_SIDE / max(height, width)
+    new_width, new_height = max(1, round(width * scale)), max(1, round(height * scale))
+    resized = np.asarray(
+        Image.fromarray(gray.astype(np.float32)).resize(
+            (new_width, new_height),
+            Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR,
+        ),
+        dtype=np.float32,
+    )
+    border = np.concatenate([resized[0], resized[-1], resized[:, 0], resized[:, -1]])
+    canvas = np.full((OUTPUT_SIDE, OUTPUT_SIDE), float(np.median(border)), dtype=np.float32)
+    top, left = (OUTPUT_SIDE - new_height) // 2, (OUTPUT_SIDE - new_width) // 2
+    canvas[top : top + new_height, left : left + new_width] = resized
+    return np.clip(canvas, 0, 255)

@@ -1,0 +1,113 @@
+"""Getting image bytes out of a request, within the configured limits.
+
+`BodySizeLimit` refuses an oversized body from its Content-Length at once, or while it streams
+in (chunked uploads), so an upload is never buffered past the limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.error_handlers import error_response
+from app.errors import (
+    InvalidImageError,
+    InvalidRequestError,
+    PayloadTooLargeError,
+    UnsupportedMediaTypeError,
+)
+
+RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
+SUPPORTED_CONTENT_TYPES = "multipart/form-data, image/* or application/octet-stream"
+
+
+class BodySizeLimit:
+    """ASGI middleware: at most `limit_for(path)` bytes of request body."""
+
+    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int]) -> None:
+        self.app = app
+        self.limit_for = limit_for
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope["path"])
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if not value.isdigit() or int(value) > limit:
+                    response = error_response(
+                        413,
+                        PayloadTooLargeError.code,
+                        _too_large(limit),
+                        headers={"Connection": "close"},
+                    )
+                    await response(scope, receive, send)
+                    return
+                break
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise PayloadTooLargeError(_too_large(limit))
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def _too_large(limit: int) -> str:
+    return f"The request body is larger than the limit of {limit:,} bytes."
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def read_image(request: Request) -> tuple[bytes, str | None]:
+    """One image: multipart field `file`, or the raw body as image/* or octet-stream."""
+    content_type = media_type(request)
+    if content_type == "multipart/form-data":
+        async with request.form(max_files=1, max_fields=8) as form:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise InvalidRequestError(
+                    "The multipart form needs the image in a file field named 'file'."
+                )
+            data = await upload.read()
+            filename = upload.filename
+    elif content_type.startswith(RAW_IMAGE_TYPES):
+        data, filename = await request.body(), None
+    else:
+        raise UnsupportedMediaTypeError(
+            f"Content-Type {content_type or '(none)'} is not supported: send "
+            f"{SUPPORTED_CONTENT_TYPES}."
+        )
+    if not data:
+        raise InvalidImageError("The upload is empty.")
+    return data, filename
+
+
+async def read_images(request: Request, max_files: int) -> list[tuple[bytes, str | None]]:
+    """Several images: multipart with repeated `files` fields, at most `max_files`."""
+    if media_type(request) != "multipart/form-data":
+        raise UnsupportedMediaTypeError(
+            "Send the images as multipart/form-data, one 'files' field per image."
+        )
+    async with request.form(max_files=max_files, max_fields=max_files + 8) as form:
+        uploads = form.getlist("files")
+        if not uploads or not all(isinstance(upload, UploadFile) for upload in uploads):
+            raise InvalidRequestError(
+                "The multipart form needs one or more file fields named 'files'."
+            )
+        return [
+            (await upload.read(), upload.filename)
+            for upload in uploads
+            if isinstance(upload, UploadFile)
+        ]

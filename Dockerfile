@@ -1,0 +1,34 @@
+# cnn-serve: the inference service with the committed model baked in.
+# Build stage: install the runtime dependencies into a virtual environment.
+FROM python:3.11-slim AS builder
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /build
+COPY pyproject.toml README.md ./
+COPY app ./app
+COPY model/__init__.py model/architectures.py model/data.py model/report.py model/train.py model/evaluate.py ./model/
+RUN pip install .
+
+# Final stage: the virtual environment, the service's source and the model; no build tools.
+FROM python:3.11-slim
+
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    CNN_SERVE_HOST=0.0.0.0 \
+    CNN_SERVE_PORT=8000 \
+    CNN_SERVE_MODEL_BASE_DIR=/srv/model
+COPY --from=builder /opt/venv /opt/venv
+WORKDIR /srv
+COPY app ./app
+COPY model/export ./model
+
+USER 10001:10001
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
+    CMD ["python", "-m", "app.healthcheck"]
+CMD ["python", "-m", "app"]

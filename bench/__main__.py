@@ -1,0 +1,423 @@
+"""Benchmark the real service over HTTP against reference servers, in one run.
+
+    python -m bench                     # everything, about 6 minutes
+    python -m bench --quick             # fewer cells, 3 s each
+
+Starts each server as its own process on 127.0.0.1, drives it with wrk (installed from Debian
+when missing) at several concurrency levels for both payloads, checks the labels it gets back,
+and prints req/s, p50/p99 latency, errors and the ratios against the HTTP ceiling. Then measures
+preprocessing and the model in-process. Results go to bench/results/ (JSON and a plot).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+
+from bench.payloads import Payload, load_payloads, multipart
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+WRK_SCRIPT = Path(__file__).resolve().parent / "upload.lua"
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    raw_body: bool  # Whether it accepts the image as the raw request body too.
+
+
+@dataclass
+class Cell:
+    server: str
+    payload: str
+    body: str
+    concurrency: int
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    checked: int
+    wrong_labels: int
+
+
+def servers(port: int, workers: int) -> list[Server]:
+    ours_env = {
+        "CNN_SERVE_PORT": str(port),
+        "CNN_SERVE_WORKERS": str(workers),
+        "CNN_SERVE_LOG_LEVEL": "warning",
+    }
+    reference = [sys.executable, "-m", "bench.reference_servers"]
+    return [
+        Server("cnn-serve", [sys.executable, "-m", "app"], ours_env, raw_body=True),
+        Server("HTTP ceiling", [*reference, "ceiling", "--port", str(port)], {}, raw_body=True),
+        Server("unbatched", [*reference, "unbatched", "--port", str(port)], {}, raw_body=False),
+        Server("seed-style", [*reference, "seed", "--port", str(port)], {}, raw_body=False),
+    ]
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() != 0:
+        sys.exit("wrk is missing: install it with `sudo apt-get install wrk` and rerun.")
+    print("Installing wrk from Debian ...", flush=True)
+    subprocess.run(["apt-get", "update", "-qq"], check=True)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "wrk"],
+        check=True,
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+    )
+    return shutil.which("wrk") or sys.exit("wrk could not be installed")
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process and its children (uvicorn workers), in MB."""
+    pids = [pid, *_children(pid)]
+    total_kb = 0
+    for each in pids:
+        try:
+            status = Path(f"/proc/{each}/status").read_text()
+        except OSError:
+            continue
+        match = re.search(r"VmRSS:\s+(\d+) kB", status)
+        total_kb += int(match.group(1)) if match else 0
+    return total_kb / 1024
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    children = [int(child) for child in found]
+    return children + [grandchild for child in children for grandchild in _children(child)]
+
+
+@contextmanager
+def started(server: Server, port: int) -> Iterator[tuple[subprocess.Popen[bytes], float]]:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **server.env}
+    began = time.perf_counter()
+    process = subprocess.Popen(
+        server.command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = began + 120
+        while True:
+            if process.poll() is not None:
+                error = process.stderr.read().decode() if process.stderr else ""
+                raise RuntimeError(f"{server.name} exited: {error[-2000:]}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"{server.name} did not become ready")
+            time.sleep(0.02)
+        yield process, time.perf_counter() - began
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def run_wrk(
+    wrk: str,
+    port: int,
+    body_file: Path,
+    content_type: str,
+    expect: str,
+    concurrency: int,
+    duration_s: float,
+) -> dict[str, float]:
+    env = {
+        **os.environ,
+        "BENCH_BODY": str(body_file),
+        "BENCH_CONTENT_TYPE": content_type,
+        "BENCH_EXPECT": expect,
+    }
+    command = [
+        wrk,
+        "-t1",
+        f"-c{concurrency}",
+        f"-d{duration_s}s",
+        "--timeout",
+        "30s",
+        "-s",
+        str(WRK_SCRIPT),
+        f"http://127.0.0.1:{port}/predict",
+    ]
+    output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
+    values: dict[str, float] = {}
+    for line in output.splitlines():
+        if line.startswith("BENCH_"):
+            for key, value in re.findall(r"(\w+)=([\d.]+)", line):
+                values[key] = float(value)
+    return values
+
+
+def measure_servers(
+    args: argparse.Namespace, wrk: str, payloads: list[Payload]
+) -> tuple[list[Cell], dict[str, dict[str, float]]]:
+    cells: list[Cell] = []
+    process_stats: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        bodies: dict[tuple[str, str], tuple[Path, str]] = {}
+        for payload in payloads:
+            form, form_type = multipart(payload)
+            for body, data, content_type in (
+                ("multipart", form, form_type),
+                ("raw", payload.image, payload.content_type),
+            ):
+                path = Path(scratch) / f"{len(bodies)}.bin"
+                path.write_bytes(data)
+                bodies[(payload.name, body)] = (path, content_type)
+
+        for server in servers(args.port, args.workers):
+            if args.only and server.name not in args.only:
+                continue
+            with started(server, args.port) as (process, cold_start_s):
+                stats = {"cold_start_s": cold_start_s, "rss_ready_mb": rss_mb(process.pid)}
+                print(
+                    f"\n{server.name}: ready in {cold_start_s:.2f} s, "
+                    f"RSS {stats['rss_ready_mb']:.0f} MB",
+                    flush=True,
+                )
+                kinds = ("multipart", "raw") if server.raw_body else ("multipart",)
+                for payload in payloads:
+                    for body in kinds:
+                        path, content_type = bodies[(payload.name, body)]
+                        expect = (
+                            "" if server.name == "HTTP ceiling" else f'"label":"{payload.label}"'
+                        )
+                        for concurrency in args.concurrency:
+                            values = run_wrk(
+                                wrk,
+                                args.port,
+                                path,
+                                content_type,
+                                expect,
+                                concurrency,
+                                args.duration,
+                            )
+                            cell = Cell(
+                                server.name,
+                                payload.name,
+                                body,
+                                concurrency,
+                                requests_per_s=values["requests"] / (values["duration_us"] / 1e6),
+                                p50_ms=values["p50"] / 1000,
+                                p99_ms=values["p99"] / 1000,
+                                errors=int(
+                                    sum(values[k] for k in values if k.startswith("errors_"))
+                                ),
+                                checked=int(values["checked"]),
+                                wrong_labels=int(values["wrong"]),
+                            )
+                            cells.append(cell)
+                            print(format_cell(cell), flush=True)
+                        stats.setdefault("rss_after_first_cell_mb", rss_mb(process.pid))
+                stats["rss_end_mb"] = rss_mb(process.pid)
+                process_stats[server.name] = stats
+    return cells, process_stats
+
+
+def format_cell(cell: Cell) -> str:
+    wrong = f"{cell.wrong_labels}/{cell.checked}" if cell.checked else "-"
+    return (
+        f"  {cell.server:<13}{cell.payload:<14}{cell.body:<10}c={cell.concurrency:<4}"
+        f"{cell.requests_per_s:>9.0f} req/s  p50 {cell.p50_ms:>8.2f} ms  "
+        f"p99 {cell.p99_ms:>8.2f} ms  errors {cell.errors:<5} wrong labels {wrong}"
+    )
+
+
+def find(cells: list[Cell], server: str, payload: str, body: str, concurrency: int) -> Cell | None:
+    for cell in cells:
+        if (cell.server, cell.payload, cell.body, cell.concurrency) == (
+            server,
+            payload,
+            body,
+            concurrency,
+        ):
+            return cell
+    return None
+
+
+def ratios(cells: list[Cell], concurrency: int) -> list[str]:
+    lines = []
+    for payload in ("28x28 PNG", "800x600 JPEG"):
+        ours = find(cells, "cnn-serve", payload, "multipart", concurrency)
+        if ours is None:
+            continue
+        for reference in ("HTTP ceiling", "unbatched", "seed-style"):
+            other = find(cells, reference, payload, "multipart", concurrency)
+            if other and other.requests_per_s:
+                lines.append(
+                    f"  {payload}, c={concurrency}: cnn-serve / {reference} = "
+                    f"{ours.requests_per_s / other.requests_per_s:.2f}x"
+                )
+        raw = find(cells, "cnn-serve", payload, "raw", concurrency)
+        if raw:
+            lines.append(
+                f"  {payload}, c={concurrency}: raw body / multipart = "
+                f"{raw.requests_per_s / ours.requests_per_s:.2f}x"
+            )
+    return lines
+
+
+def micro_benchmarks(payloads: list[Payload]) -> dict[str, float]:
+    """Preprocessing per image and the SavedModel per batch size, in this process."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import numpy as np
+
+    from app.models import configure_tensorflow, load_model
+    from app.preprocess import preprocess
+
+    results: dict[str, float] = {}
+    for payload in payloads:
+        preprocess(payload.image)
+        count, began = 0, time.perf_counter()
+        while time.perf_counter() - began < 1.5:
+            preprocess(payload.image)
+            count += 1
+        results[f"preprocess {payload.name} (ms)"] = (time.perf_counter() - began) / count * 1000
+    configure_tensorflow(2, 1)
+    model = load_model(REPO / "model" / "export" / "mnist" / "1")
+    for size in (1, 8, 32, 64, 128):
+        batch = [np.zeros((28, 28), np.float32)] * size
+        model.predict_batch(batch)
+        count, began = 0, time.perf_counter()
+        while time.perf_counter() - began < 1.5:
+            model.predict_batch(batch)
+            count += 1
+        results[f"model batch {size} (images/s)"] = count * size / (time.perf_counter() - began)
+    return results
+
+
+def plot(cells: list[Cell], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib missing: no plot")
+        return
+    payloads = sorted({cell.payload for cell in cells}, reverse=True)
+    figure, axes = plt.subplots(2, len(payloads), figsize=(6 * len(payloads), 8), squeeze=False)
+    for column, payload in enumerate(payloads):
+        series = sorted({(c.server, c.body) for c in cells if c.payload == payload})
+        for server, body in series:
+            points = sorted(
+                (c.concurrency, c.requests_per_s, c.p99_ms)
+                for c in cells
+                if (c.server, c.body, c.payload) == (server, body, payload)
+            )
+            xs = [p[0] for p in points]
+            label = server if body == "multipart" else f"{server} (raw body)"
+            axes[0][column].plot(xs, [p[1] for p in points], marker="o", label=label)
+            axes[1][column].plot(xs, [p[2] for p in points], marker="o", label=label)
+        axes[0][column].set(
+            title=f"{payload}: throughput",
+            xlabel="concurrent connections",
+            ylabel="requests/s",
+            xscale="log",
+        )
+        axes[1][column].set(
+            title=f"{payload}: p99 latency",
+            xlabel="concurrent connections",
+            ylabel="ms (log)",
+            xscale="log",
+            yscale="log",
+        )
+        for axis in (axes[0][column], axes[1][column]):
+            axis.grid(alpha=0.3)
+            axis.legend(fontsize=8)
+    figure.suptitle(f"cnn-serve benchmark ({os.cpu_count()} cores, loopback, wrk -t1)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64, 256])
+    parser.add_argument("--duration", type=float, default=8, help="seconds per cell")
+    parser.add_argument("--port", type=int, default=8199)
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers for cnn-serve")
+    parser.add_argument("--only", nargs="+", help="servers to run (default: all)")
+    parser.add_argument("--quick", action="store_true", help="c=1 and c=64, 3 s per cell")
+    parser.add_argument("--no-micro", action="store_true", help="skip the in-process part")
+    args = parser.parse_args()
+    if args.quick:
+        args.concurrency, args.duration = [1, 64], 3
+
+    wrk = ensure_wrk()
+    payloads = load_payloads()
+    print(
+        f"wrk -t1, {args.duration:g} s per cell, concurrency {args.concurrency}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    cells, process_stats = measure_servers(args, wrk, payloads)
+
+    print("\nRatios (req/s, multipart unless said):")
+    for concurrency in args.concurrency:
+        for line in ratios(cells, concurrency):
+            print(line)
+    print("\nProcesses:")
+    for name, stats in process_stats.items():
+        print(
+            f"  {name:<13} cold start {stats['cold_start_s']:.2f} s, RSS ready "
+            f"{stats['rss_ready_mb']:.0f} MB, after the first cell "
+            f"{stats['rss_after_first_cell_mb']:.0f} MB, at the end {stats['rss_end_mb']:.0f} MB"
+        )
+
+    micro = {} if args.no_micro else micro_benchmarks(payloads)
+    if micro:
+        print("\nIn-process:")
+        for key, value in micro.items():
+            print(f"  {key:<34}{value:>10.3f}" if "ms" in key else f"  {key:<34}{value:>10.0f}")
+
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.json").write_text(
+        json.dumps(
+            {
+                "cells": [asdict(cell) for cell in cells],
+                "processes": process_stats,
+                "micro": micro,
+                "settings": {
+                    "duration_s": args.duration,
+                    "workers": args.workers,
+                    "cores": os.cpu_count(),
+                },
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    plot(cells, RESULTS / "bench.png")
+    print(f"\nWrote {RESULTS / 'latest.json'} and {RESULTS / 'bench.png'}")
+
+
+if __name__ == "__main__":
+    main()

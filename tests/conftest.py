@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+COMMITTED_MODEL_BASE = REPO / "model" / "export"
+COMMITTED_MODEL = COMMITTED_MODEL_BASE / "mnist" / "1"
+SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist.npz"
+
+
+@pytest.fixture(scope="session")
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    """300 official MNIST test digits (uint8, 28x28, light on dark) and their labels."""
+    with np.load(FIXTURES / "mnist_test_sample.npz") as sample:
+        return sample["images"], sample["labels"]
+
+
+@pytest.fixture(scope="session")
+def full_mnist() -> Path:
+    if not SHARED_MNIST.exists():
+        pytest.skip(
+            f"the full MNIST set is not at {SHARED_MNIST} (only CI and dev machines have it)"
+        )
+    return SHARED_MNIST

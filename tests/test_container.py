@@ -1,0 +1,120 @@
+"""The Docker image and docker-compose.yml, built and run for real.
+
+Needs a Docker-compatible engine (`docker compose` talking to Docker or to podman's socket, as
+`.ci/run` sets up). Without one these tests are skipped, saying why; under CI they must run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.imaging import png
+from tests.server import REPO, free_port, wait_until_ready
+
+pytestmark = pytest.mark.container
+
+PROJECT = "cnnservetest"
+
+
+def engine_problem() -> str | None:
+    if shutil.which("docker") is None:
+        return "no docker client on PATH"
+    for command in (["docker", "compose", "version"], ["docker", "info"]):
+        try:
+            subprocess.run(command, check=True, capture_output=True, timeout=30)
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
+            return f"`{' '.join(command)}` failed: no container engine reachable ({error})"
+    return None
+
+
+def compose(*args: str, port: int, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CNN_SERVE_HOST_PORT": str(port)}
+    return subprocess.run(
+        ["docker", "compose", "-p", PROJECT, *args],
+        cwd=REPO,
+        env=env,
+        check=check,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+
+
+@pytest.fixture(scope="module")
+def service() -> Iterator[tuple[str, int]]:
+    problem = engine_problem()
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the container tests: {problem}")
+        pytest.skip(problem)
+    port = free_port()
+    try:
+        built = compose("up", "-d", "--build", port=port, check=False)
+        assert built.returncode == 0, built.stdout + built.stderr
+        base_url = f"http://127.0.0.1:{port}"
+        wait_until_ready(base_url, None, timeout_s=180)
+        yield base_url, port
+    finally:
+        logs = compose("logs", port=port, check=False).stdout
+        compose("down", "--volumes", "--timeout", "10", port=port, check=False)
+        assert "Traceback" not in logs, logs
+
+
+def test_container_serves_predictions(service, digits):
+    base_url, _ = service
+    images, labels = digits
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        predicted = [
+            client.post("/predict", files={"file": ("d.png", png(image), "image/png")}).json()
+            for image in images[:30]
+        ]
+        hits = [p["label"] == str(label) for p, label in zip(predicted, labels, strict=False)]
+        assert np.mean(hits) >= 0.96
+        raw = client.post("/predict", content=png(images[0]), headers={"content-type": "image/png"})
+        assert raw.json()["label"] == str(labels[0])
+        assert client.get("/model").json()["name"] == "mnist"
+
+
+def test_container_error_paths(service):
+    base_url, _ = service
+    with httpx.Client(base_url=base_url) as client:
+        garbage = client.post("/predict", content=b"junk", headers={"content-type": "image/png"})
+        assert garbage.status_code == 400
+        assert client.post("/predict", json={}).status_code == 415
+
+
+def inspect(container: str) -> dict[str, Any]:
+    result = subprocess.run(
+        ["docker", "inspect", container], check=True, capture_output=True, text=True, timeout=30
+    )
+    return dict(json.loads(result.stdout)[0])
+
+
+def test_container_healthcheck_and_user(service):
+    _, port = service
+    container = compose("ps", "-q", "cnn-serve", port=port).stdout.strip()
+    inspected = inspect(container)
+    deadline = time.monotonic() + 90
+    while inspected["State"].get("Health", {}).get("Status") != "healthy":
+        assert time.monotonic() < deadline, inspected["State"]
+        time.sleep(2)
+        inspected = inspect(container)
+    assert inspected["Config"]["User"] == "10001:10001"
+    assert "app.healthcheck" in " ".join(inspected["Config"]["Healthcheck"]["Test"])
+    assert inspected["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+    probe = subprocess.run(
+        ["docker", "exec", container, "python", "-m", "app.healthcheck"],
+        capture_output=True,
+        timeout=30,
+    )
+    assert probe.returncode == 0

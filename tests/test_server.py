@@ -1,0 +1,134 @@
+"""End to end: the real server (`python -m app`, uvicorn on 127.0.0.1) driven over TCP by httpx."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.imaging import encode, paper_photo, png
+from tests.server import REPO, running_server
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with running_server(log, max_upload_bytes="1000000") as url:
+        yield url
+    assert "Traceback" not in log.read_text(), log.read_text()
+
+
+def test_ready_and_model(base_url: str):
+    assert httpx.get(f"{base_url}/health/ready").json()["status"] == "ready"
+    assert httpx.get(f"{base_url}/model").json()["labels"][7] == "7"
+
+
+def test_concurrent_predictions_get_their_own_labels(base_url: str, digits):
+    images, labels = digits
+
+    async def classify_all() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=32)
+        async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
+            return await asyncio.gather(
+                *(
+                    client.post(
+                        "/predict", content=png(image), headers={"content-type": "image/png"}
+                    )
+                    if index % 2
+                    else client.post("/predict", files={"file": (f"{index}.png", png(image))})
+                    for index, image in enumerate(images)
+                )
+            )
+
+    responses = asyncio.run(classify_all())
+    assert all(response.status_code == 200 for response in responses)
+    predicted = np.array([int(response.json()["label"]) for response in responses])
+    assert np.mean(predicted == labels) >= 0.99
+    # Each answer is for its own image: the confident ones match their labels one for one.
+    confident = np.array([response.json()["confidence"] > 0.99 for response in responses])
+    assert np.all(predicted[confident] == labels[confident])
+
+
+def test_jpeg_photo_upload(base_url: str, digits):
+    images, labels = digits
+    photo = encode(paper_photo(images[5]).convert("RGB"), "JPEG", quality=80)
+    response = httpx.post(f"{base_url}/predict", files={"file": ("photo.jpg", photo, "image/jpeg")})
+    assert response.status_code == 200
+    assert response.json()["label"] == str(labels[5])
+
+
+def test_batch_endpoint(base_url: str, digits):
+    images, labels = digits
+    files = [("files", (f"{i}.png", png(images[i]), "image/png")) for i in range(8)]
+    files.insert(3, ("files", ("bad.png", b"nope", "image/png")))
+    results = httpx.post(f"{base_url}/predict/batch", files=files).json()["results"]
+    assert len(results) == 9
+    assert results[3]["error"]["code"] == "invalid_image"
+    good = [r for i, r in enumerate(results) if i != 3]
+    assert [r["prediction"]["label"] for r in good] == [str(label) for label in labels[:8]]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "code"),
+    [
+        ({"content": b"junk", "headers": {"content-type": "image/png"}}, 400, "invalid_image"),
+        ({"content": b"", "headers": {"content-type": "image/png"}}, 400, "invalid_image"),
+        (
+            {"content": b"\0" * 1_000_001, "headers": {"content-type": "image/png"}},
+            413,
+            "payload_too_large",
+        ),
+        (
+            {"content": b"abc", "headers": {"content-type": "text/plain"}},
+            415,
+            "unsupported_media_type",
+        ),
+        ({"files": {"wrong": ("a.png", b"abc")}}, 422, "invalid_request"),
+    ],
+    ids=["garbage", "empty", "too-large", "text", "no-file-field"],
+)
+def test_error_paths(base_url: str, kwargs, status, code):
+    response = httpx.post(f"{base_url}/predict", **kwargs)
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+
+
+def test_chunked_upload_over_the_limit_is_cut_off(base_url: str):
+    def chunks() -> Iterator[bytes]:
+        for _ in range(200):
+            yield b"\0" * 65536
+
+    try:
+        response = httpx.post(
+            f"{base_url}/predict", content=chunks(), headers={"content-type": "image/png"}
+        )
+    except httpx.TransportError:
+        pass  # The server may close the connection before the client finishes sending.
+    else:
+        assert response.status_code == 413
+    assert httpx.get(f"{base_url}/health/live").status_code == 200
+
+
+def test_missing_model_exits_non_zero_with_one_clear_line(tmp_path: Path):
+    result = subprocess.run(
+        [sys.executable, "-m", "app"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            "CNN_SERVE_MODEL_BASE_DIR": str(tmp_path),
+            "CNN_SERVE_PORT": "1",
+            "PATH": "/usr/bin:/bin",
+        },
+    )
+    assert result.returncode != 0
+    assert f"Cannot start: no model versions under {tmp_path}/mnist" in result.stderr

@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from app.models import load_model, resolve_version_dir
+from model import evaluate, train
+from model.architectures import build_default, build_seed, inference_flops
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_npz(tmp_path_factory: pytest.TempPathFactory, digits) -> Path:
+    images, labels = digits
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    np.savez(
+        path, x_train=images[:240], y_train=labels[:240], x_test=images[240:], y_test=labels[240:]
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory, tiny_npz: Path) -> Path:
+    out = tmp_path_factory.mktemp("export")
+    return train.main(
+        [
+            "--data",
+            str(tiny_npz),
+            "--epochs",
+            "1",
+            "--validation-size",
+            "40",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+
+
+def test_export_uses_the_tf_serving_layout(exported: Path):
+    assert exported.name == "1"
+    assert exported.parent.name == "mnist"
+    for name in (
+        "saved_model.pb",
+        "variables",
+        "metadata.json",
+        "training_curves.png",
+        "confusion_matrix.png",
+    ):
+        assert (exported / name).exists(), name
+
+
+def test_next_export_gets_the_next_version(exported: Path, tiny_npz: Path):
+    second = train.main(
+        [
+            "--data",
+            str(tiny_npz),
+            "--arch",
+            "seed",
+            "--epochs",
+            "1",
+            "--validation-size",
+            "0",
+            "--out",
+            str(exported.parent.parent),
+            "--quiet",
+        ]
+    )
+    assert second == exported.parent / "2"
+    assert resolve_version_dir(exported.parent) == second
+
+
+def test_metadata_describes_the_model(exported: Path):
+    metadata = json.loads((exported / "metadata.json").read_text())
+    assert metadata["name"] == "mnist"
+    assert metadata["version"] == 1
+    assert metadata["labels"] == [str(digit) for digit in range(10)]
+    assert metadata["input"]["shape"] == [None, 28, 28, 1]
+    assert metadata["input"]["pixel_range"] == [0, 255]
+    assert metadata["preprocessing"] == "mnist"
+    assert metadata["architecture"] == "default"
+    assert metadata["train_images"] == 200
+    assert metadata["validation_images"] == 40
+    assert metadata["test_images"] == 60
+    assert 0 <= metadata["test_accuracy"] <= 1
+    assert metadata["parameters"] == build_default().count_params()
+    for key in (
+        "flops_per_image",
+        "training_seconds",
+        "created_at",
+        "tensorflow_version",
+        "keras_version",
+        "command",
+        "dataset",
+        "seed",
+    ):
+        assert key in metadata, key
+
+
+def test_saved_model_signature_and_determinism(exported: Path, digits):
+    model = load_model(exported)
+    images = [digit.astype(np.float32) for digit in digits[0][:5]]
+    first = model.predict_batch(images)
+    assert first.shape == (5, 10)
+    np.testing.assert_allclose(first.sum(axis=1), 1, rtol=1e-5)
+    # No augmentation or dropout may leak into serving: the same input gives the same output,
+    # and an image's result does not depend on the rest of its batch.
+    np.testing.assert_allclose(model.predict_batch(images), first, atol=1e-6)
+    np.testing.assert_allclose(model.predict_batch(images[:1])[0], first[0], atol=1e-5)
+
+
+def test_evaluate_prints_a_report(exported: Path, tiny_npz: Path, capsys):
+    accuracy = evaluate.main([str(exported), "--data", str(tiny_npz)])
+    output = capsys.readouterr().out
+    assert "Per class:" in output
+    assert "Confusion matrix" in output
+    metadata = json.loads((exported / "metadata.json").read_text())
+    assert accuracy == pytest.approx(metadata["test_accuracy"], abs=1e-6)
+
+
+def test_folder_dataset_trains_with_its_class_names(tmp_path: Path, digits):
+    images, labels = digits
+    for name, label in {"circle": 0, "stick": 1}.items():
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for index in np.flatnonzero(labels == label)[:12]:
+            Image.fromarray(images[index]).save(tmp_path / "data" / name / f"{index}.png")
+    exported = train.main(
+        [
+            "--dataset",
+            f"folder:{tmp_path / 'data'}",
+            "--profile",
+            "mnist",
+            "--arch",
+            "seed",
+            "--epochs",
+            "1",
+            "--validation-size",
+            "0",
+            "--out",
+            str(tmp_path / "out"),
+            "--quiet",
+        ]
+    )
+    metadata = json.loads((exported / "metadata.json").read_text())
+    assert exported.parent.name == "data"
+    assert metadata["labels"] == ["circle", "stick"]
+    assert metadata["preprocessing"] == "mnist"
+    assert load_model(exported).predict_batch([images[0].astype(np.float32)]).shape == (1, 2)
+
+
+def test_default_model_is_at_most_four_times_the_seed_flops():
+    ratio = inference_flops(build_default()) / inference_flops(build_seed())
+    assert 1 < ratio <= 4

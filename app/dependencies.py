@@ -19,15 +19,16 @@ class Services:
     ready: bool = False
 
 
-def get_services(request: Request) -> Services:
+# Async on purpose: FastAPI runs plain `def` dependencies in a thread pool, a thread hop per request.
+async def get_services(request: Request) -> Services:
     services: Services | None = getattr(request.state, "services", None)
     if services is None:
         raise NotReadyError("The model is not loaded yet.")
     return services
 
 
-def get_ready_services(request: Request) -> Services:
-    services = get_services(request)
+async def get_ready_services(request: Request) -> Services:
+    services = await get_services(request)
     if not services.ready:
         raise NotReadyError("The model is not ready yet.")
     return services

@@ -75,10 +75,10 @@ def build_augmentation(seed: int | None = None) -> keras.Sequential:
     """
     return keras.Sequential(
         [
-            layers.RandomRotation(0.035, fill_mode="constant", seed=seed),  # about +-12 degrees
-            layers.RandomTranslation(0.08, 0.08, fill_mode="constant", seed=seed),
-            layers.RandomZoom((-0.12, 0.12), fill_mode="constant", seed=seed),
-            RandomStrokeWidth(0.6, seed=seed),
+            layers.RandomRotation(0.025, fill_mode="constant", seed=seed),  # about +-9 degrees
+            layers.RandomTranslation(0.06, 0.06, fill_mode="constant", seed=seed),
+            layers.RandomZoom((-0.1, 0.1), fill_mode="constant", seed=seed),
+            RandomStrokeWidth(0.5, seed=seed),
         ],
         name="augmentation",
     )
@@ -106,11 +106,11 @@ def build_default(num_classes: int = 10) -> keras.Model:
             *conv_block(64),
             *conv_block(128),
             layers.Flatten(),
-            layers.Dropout(0.3),
+            layers.Dropout(0.2),
             layers.Dense(128, use_bias=False),
             layers.BatchNormalization(momentum=0.9),
             layers.ReLU(),
-            layers.Dropout(0.4),
+            layers.Dropout(0.3),
             layers.Dense(num_classes, activation="softmax"),
         ],
         name="default",

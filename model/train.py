@@ -64,7 +64,7 @@ RECIPES = {
         augment=False,
     ),
     "default": Recipe(
-        epochs=30,
+        epochs=35,
         batch_size=128,
         learning_rate=3e-3,
         cosine_decay=True,

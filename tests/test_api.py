@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from asgi_lifespan import LifespanManager
-from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.config import Settings
 from app.main import create_app
 from app.models import ModelLoadError
 from tests.conftest import COMMITTED_MODEL_BASE
+from tests.asgi_client import ASGIClient
 from tests.imaging import canvas_drawing, encode, paper_photo, png
 
 pytestmark = pytest.mark.slow
@@ -27,8 +27,8 @@ def make_settings(**overrides: object) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def client() -> Iterator[TestClient]:
-    with TestClient(create_app(make_settings(max_upload_bytes=200_000))) as test_client:
+def client() -> Iterator[ASGIClient]:
+    with ASGIClient(create_app(make_settings(max_upload_bytes=200_000))) as test_client:
         yield test_client
 
 
@@ -41,17 +41,17 @@ def assert_error(response: httpx.Response, status: int, code: str) -> None:
     assert "Traceback" not in response.text
 
 
-def test_live(client: TestClient):
+def test_live(client: ASGIClient):
     assert client.get("/health/live").json() == {"status": "alive"}
 
 
-def test_ready(client: TestClient):
+def test_ready(client: ASGIClient):
     response = client.get("/health/ready")
     assert response.status_code == 200
     assert response.json() == {"status": "ready", "model": {"name": "mnist", "version": 1}}
 
 
-def test_model_metadata(client: TestClient):
+def test_model_metadata(client: ASGIClient):
     info = client.get("/model").json()
     assert info["name"] == "mnist"
     assert info["version"] == 1
@@ -64,7 +64,7 @@ def test_model_metadata(client: TestClient):
     assert info["limits"]["max_upload_bytes"] == 200_000
 
 
-def test_predict_multipart(client: TestClient, digits):
+def test_predict_multipart(client: ASGIClient, digits):
     images, labels = digits
     response = client.post("/predict", files={"file": ("digit.png", png(images[0]), "image/png")})
     assert response.status_code == 200
@@ -78,7 +78,7 @@ def test_predict_multipart(client: TestClient, digits):
 
 
 @pytest.mark.parametrize("content_type", ["image/png", "application/octet-stream", "image/x-foo"])
-def test_predict_raw_body(client: TestClient, digits, content_type):
+def test_predict_raw_body(client: ASGIClient, digits, content_type):
     images, labels = digits
     response = client.post(
         "/predict", content=png(images[1]), headers={"content-type": content_type}
@@ -87,14 +87,14 @@ def test_predict_raw_body(client: TestClient, digits, content_type):
     assert response.json()["label"] == str(labels[1])
 
 
-def test_raw_and_multipart_agree(client: TestClient, digits):
+def test_raw_and_multipart_agree(client: ASGIClient, digits):
     data = png(digits[0][2])
     raw = client.post("/predict", content=data, headers={"content-type": "image/png"}).json()
     form = client.post("/predict", files={"file": ("d.png", data, "image/png")}).json()
     assert raw == form
 
 
-def test_server_timing_header(client: TestClient, digits):
+def test_server_timing_header(client: ASGIClient, digits):
     response = client.post(
         "/predict", content=png(digits[0][3]), headers={"content-type": "image/png"}
     )
@@ -103,7 +103,7 @@ def test_server_timing_header(client: TestClient, digits):
         assert part in timing
 
 
-def test_fixture_digits_are_classified_correctly(client: TestClient, digits):
+def test_fixture_digits_are_classified_correctly(client: ASGIClient, digits):
     images, labels = digits
     predicted = [
         client.post("/predict", content=png(image), headers={"content-type": "image/png"}).json()[
@@ -115,7 +115,7 @@ def test_fixture_digits_are_classified_correctly(client: TestClient, digits):
     assert accuracy >= 0.98
 
 
-def test_real_world_uploads(client: TestClient, digits):
+def test_real_world_uploads(client: ASGIClient, digits):
     """A paper photo as JPEG and a transparent canvas drawing come out with the right label."""
     images, labels = digits
     hits = 0
@@ -128,7 +128,7 @@ def test_real_world_uploads(client: TestClient, digits):
     assert hits >= 38
 
 
-def test_batch_endpoint_reports_each_file(client: TestClient, digits):
+def test_batch_endpoint_reports_each_file(client: ASGIClient, digits):
     images, labels = digits
     files = [
         ("files", ("a.png", png(images[0]), "image/png")),
@@ -147,13 +147,14 @@ def test_batch_endpoint_reports_each_file(client: TestClient, digits):
 
 
 def test_batch_file_count_is_bounded(digits):
-    with TestClient(create_app(make_settings(max_batch_files=2))) as small:
+    with ASGIClient(create_app(make_settings(max_batch_files=2))) as small:
         files = [("files", (f"{i}.png", png(digits[0][i]), "image/png")) for i in range(3)]
         assert_error(small.post("/predict/batch", files=files), 400, "bad_request")
 
 
-def test_batch_needs_files(client: TestClient):
-    assert_error(client.post("/predict/batch", data={"x": "1"}), 422, "invalid_request")
+def test_batch_needs_files(client: ASGIClient):
+    response = client.post("/predict/batch", files={"other": ("a.png", b"x", "image/png")})
+    assert_error(response, 422, "invalid_request")
     assert_error(
         client.post("/predict/batch", content=b"x", headers={"content-type": "image/png"}),
         415,
@@ -161,7 +162,7 @@ def test_batch_needs_files(client: TestClient):
     )
 
 
-def test_not_an_image(client: TestClient):
+def test_not_an_image(client: ASGIClient):
     assert_error(
         client.post("/predict", files={"file": ("a.png", b"hello", "image/png")}),
         400,
@@ -169,7 +170,7 @@ def test_not_an_image(client: TestClient):
     )
 
 
-def test_empty_body(client: TestClient):
+def test_empty_body(client: ASGIClient):
     assert_error(
         client.post("/predict", content=b"", headers={"content-type": "image/png"}),
         400,
@@ -177,13 +178,13 @@ def test_empty_body(client: TestClient):
     )
 
 
-def test_empty_file_field(client: TestClient):
+def test_empty_file_field(client: ASGIClient):
     assert_error(
         client.post("/predict", files={"file": ("a.png", b"", "image/png")}), 400, "invalid_image"
     )
 
 
-def test_blank_image(client: TestClient):
+def test_blank_image(client: ASGIClient):
     blank = png(np.full((40, 40), 255, np.uint8))
     assert_error(
         client.post("/predict", content=blank, headers={"content-type": "image/png"}),
@@ -192,17 +193,17 @@ def test_blank_image(client: TestClient):
     )
 
 
-def test_missing_content_type(client: TestClient):
+def test_missing_content_type(client: ASGIClient):
     response = client.post("/predict", content=b"abc", headers={"content-type": ""})
     assert_error(response, 415, "unsupported_media_type")
 
 
-def test_unsupported_content_type(client: TestClient):
+def test_unsupported_content_type(client: ASGIClient):
     response = client.post("/predict", json={"image": "abc"})
     assert_error(response, 415, "unsupported_media_type")
 
 
-def test_multipart_without_the_file_field(client: TestClient):
+def test_multipart_without_the_file_field(client: ASGIClient):
     assert_error(
         client.post("/predict", files={"image": ("a.png", b"x", "image/png")}),
         422,
@@ -215,15 +216,15 @@ def test_multipart_without_the_file_field(client: TestClient):
     )
 
 
-def test_upload_over_the_limit_by_content_length(client: TestClient):
+def test_upload_over_the_limit_by_content_length(client: ASGIClient):
     response = client.post(
         "/predict", content=b"\0" * 200_001, headers={"content-type": "image/png"}
     )
     assert_error(response, 413, "payload_too_large")
 
 
-def test_upload_over_the_limit_while_streaming(client: TestClient):
-    def chunks() -> Iterator[bytes]:
+def test_upload_over_the_limit_while_streaming(client: ASGIClient):
+    async def chunks() -> AsyncIterator[bytes]:
         for _ in range(50):
             yield b"\0" * 10_000
 
@@ -232,12 +233,12 @@ def test_upload_over_the_limit_while_streaming(client: TestClient):
     assert_error(response, 413, "payload_too_large")
 
 
-def test_multipart_over_the_limit(client: TestClient):
+def test_multipart_over_the_limit(client: ASGIClient):
     response = client.post("/predict", files={"file": ("a.png", b"\0" * 300_000, "image/png")})
     assert_error(response, 413, "payload_too_large")
 
 
-def test_too_many_pixels(client: TestClient):
+def test_too_many_pixels(client: ASGIClient):
     bomb = encode(Image.new("1", (10000, 10000)), "PNG")
     assert len(bomb) < 200_000
     assert_error(
@@ -247,12 +248,12 @@ def test_too_many_pixels(client: TestClient):
     )
 
 
-def test_unknown_route_and_method(client: TestClient):
+def test_unknown_route_and_method(client: ASGIClient):
     assert_error(client.get("/nope"), 404, "not_found")
     assert_error(client.get("/predict"), 405, "method_not_allowed")
 
 
-def test_openapi_documents_every_endpoint(client: TestClient):
+def test_openapi_documents_every_endpoint(client: ASGIClient):
     schema = client.get("/openapi.json").json()
     paths = schema["paths"]
     for path in ("/predict", "/predict/batch", "/health/live", "/health/ready", "/model"):
@@ -264,8 +265,8 @@ def test_openapi_documents_every_endpoint(client: TestClient):
     assert client.get("/docs").status_code == 200
 
 
-def test_not_ready_answers_503(client: TestClient, digits):
-    services = client.app_state["services"]
+def test_not_ready_answers_503(client: ASGIClient, digits):
+    services = client.state["services"]
     services.ready = False
     try:
         assert_error(client.get("/health/ready"), 503, "not_ready")
@@ -301,7 +302,7 @@ async def test_overload_is_a_fast_503_with_retry_after(anyio_backend, digits):
 
 def test_missing_model_fails_startup(tmp_path: Path):
     app = create_app(Settings(model_base_dir=tmp_path))  # type: ignore[call-arg]
-    with pytest.raises(ModelLoadError, match="no model versions"), TestClient(app):
+    with pytest.raises(ModelLoadError, match="no model versions"), ASGIClient(app):
         pass
 
 
@@ -311,5 +312,5 @@ def test_corrupt_model_fails_startup(tmp_path: Path):
     (version_dir / "metadata.json").write_text('{"labels": ["a", "b"]}')
     (version_dir / "saved_model.pb").write_bytes(b"garbage")
     app = create_app(Settings(model_base_dir=tmp_path))  # type: ignore[call-arg]
-    with pytest.raises(ModelLoadError, match="not a loadable SavedModel"), TestClient(app):
+    with pytest.raises(ModelLoadError, match="not a loadable SavedModel"), ASGIClient(app):
         pass

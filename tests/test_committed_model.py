@@ -1,0 +1,45 @@
+"""The committed model: its files, its metadata, and its accuracy on official MNIST test digits."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from app.models import load_model
+from model import evaluate
+from tests.conftest import COMMITTED_MODEL
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def metadata() -> dict[str, object]:
+    return dict(json.loads((COMMITTED_MODEL / "metadata.json").read_text()))
+
+
+def test_committed_model_is_small_and_complete(metadata):
+    size = sum(path.stat().st_size for path in COMMITTED_MODEL.rglob("*") if path.is_file())
+    assert size < 5 * 1024 * 1024
+    for name in ("saved_model.pb", "variables", "training_curves.png", "confusion_matrix.png"):
+        assert (COMMITTED_MODEL / name).exists(), name
+    assert metadata["architecture"] == "default"
+    assert metadata["dataset"] == "mnist"
+    assert metadata["test_images"] == 10_000
+    assert float(metadata["test_accuracy"]) >= 0.996  # type: ignore[arg-type]
+
+
+def test_accuracy_on_committed_test_digits(digits):
+    images, labels = digits
+    model = load_model(COMMITTED_MODEL)
+    predictions = model.predict_batch(list(images.astype(np.float32))).argmax(axis=1)
+    assert np.mean(predictions == labels) >= 0.99
+
+
+@pytest.mark.mnist
+def test_accuracy_on_the_full_official_test_set(full_mnist, metadata, capsys):
+    accuracy = evaluate.main([str(COMMITTED_MODEL), "--data", str(full_mnist)])
+    assert accuracy >= 0.996
+    assert accuracy == pytest.approx(float(metadata["test_accuracy"]), abs=1e-6)  # type: ignore[arg-type]
+    assert "Confusion matrix" in capsys.readouterr().out

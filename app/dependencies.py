@@ -19,7 +19,7 @@ class Services:
     ready: bool = False
 
 
-# Async on purpose: FastAPI runs plain `def` dependencies in a thread pool, a thread hop per request.
+# Async on purpose: FastAPI runs plain `def` dependencies in its thread pool, a hop per request.
 async def get_services(request: Request) -> Services:
     services: Services | None = getattr(request.state, "services", None)
     if services is None:

@@ -15,8 +15,8 @@ from PIL import Image
 from app.config import Settings
 from app.main import create_app
 from app.models import ModelLoadError
-from tests.conftest import COMMITTED_MODEL_BASE
 from tests.asgi_client import ASGIClient
+from tests.conftest import COMMITTED_MODEL_BASE
 from tests.imaging import canvas_drawing, encode, paper_photo, png
 
 pytestmark = pytest.mark.slow

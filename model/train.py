@@ -51,6 +51,8 @@ class Recipe:
     cosine_decay: bool
     early_stopping_patience: int | None
     augment: bool
+    # An exponential moving average of the weights, swapped in when training ends.
+    weight_averaging: bool
 
 
 RECIPES = {
@@ -62,14 +64,16 @@ RECIPES = {
         cosine_decay=False,
         early_stopping_patience=None,
         augment=False,
+        weight_averaging=False,
     ),
     "default": Recipe(
-        epochs=35,
+        epochs=40,
         batch_size=128,
         learning_rate=3e-3,
         cosine_decay=True,
         early_stopping_patience=8,
         augment=True,
+        weight_averaging=True,
     ),
 }
 
@@ -149,7 +153,7 @@ def main(argv: list[str] | None = None) -> Path:
             0.0, steps, warmup_target=recipe.learning_rate, warmup_steps=steps // 20
         )
     trainer.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=keras.optimizers.Adam(learning_rate, use_ema=recipe.weight_averaging),
         loss="categorical_crossentropy",
         metrics=["accuracy"],
     )

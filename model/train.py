@@ -51,8 +51,6 @@ class Recipe:
     cosine_decay: bool
     early_stopping_patience: int | None
     augment: bool
-    # An exponential moving average of the weights, swapped in when training ends.
-    weight_averaging: bool
 
 
 RECIPES = {
@@ -64,16 +62,14 @@ RECIPES = {
         cosine_decay=False,
         early_stopping_patience=None,
         augment=False,
-        weight_averaging=False,
     ),
     "default": Recipe(
-        epochs=40,
+        epochs=30,
         batch_size=128,
         learning_rate=3e-3,
         cosine_decay=True,
         early_stopping_patience=8,
         augment=True,
-        weight_averaging=True,
     ),
 }
 
@@ -153,7 +149,7 @@ def main(argv: list[str] | None = None) -> Path:
             0.0, steps, warmup_target=recipe.learning_rate, warmup_steps=steps // 20
         )
     trainer.compile(
-        optimizer=keras.optimizers.Adam(learning_rate, use_ema=recipe.weight_averaging),
+        optimizer=keras.optimizers.Adam(learning_rate),
         loss="categorical_crossentropy",
         metrics=["accuracy"],
     )

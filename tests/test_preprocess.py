@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from app.errors import BlankImageError, ImageTooLargeError, InvalidImageError
+from app import preprocess as preprocess_module
 from app.preprocess import OUTPUT_SIDE, PreprocessingProfile, open_image, preprocess
 from tests.imaging import canvas_drawing, encode, paper_photo, png, similarity
 
@@ -200,3 +201,12 @@ def test_noise_only_image_is_blank():
     noise = np.random.default_rng(0).normal(200, 4, (64, 64))
     with pytest.raises(BlankImageError):
         preprocess(png(np.clip(noise, 0, 255).astype(np.uint8)))
+
+
+def test_mnist_format_shortcut_gives_what_the_full_pipeline_gives(digits, monkeypatch):
+    images = digits[0][:100]
+    shortcut = [preprocess(png(image)) for image in images]
+    monkeypatch.setattr(preprocess_module, "_already_like_mnist", lambda gray: False)
+    full = [preprocess(png(image)) for image in images]
+    for fast, slow in zip(shortcut, full, strict=True):
+        assert np.abs(fast - slow).mean() < 1.0

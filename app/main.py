@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -67,6 +68,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     max_image_pixels=settings.max_image_pixels,
                     request_timeout_s=settings.request_timeout_s,
                 )
+                # TensorFlow leaves millions of long-lived objects; without this every full
+                # garbage collection walks them all and stalls the event loop for tens of ms.
+                gc.freeze()
                 services = Services(settings, inference, ready=True)
                 logger.info("Serving %s version %d from %s", model.name, model.version, version_dir)
                 yield {"services": services}

@@ -1,6 +1,6 @@
 """Benchmark the real service over HTTP against reference servers, in one run.
 
-    python -m bench                     # everything, about 6 minutes
+    python -m bench                     # everything, about 10 minutes
     python -m bench --quick             # fewer cells, 3 s each
 
 Starts each server as its own process on 127.0.0.1, drives it with wrk (installed from Debian
@@ -57,15 +57,15 @@ class Cell:
     wrong_labels: int
 
 
-def servers(port: int, workers: int) -> list[Server]:
-    ours_env = {
-        "CNN_SERVE_PORT": str(port),
-        "CNN_SERVE_WORKERS": str(workers),
-        "CNN_SERVE_LOG_LEVEL": "warning",
-    }
+def servers(port: int) -> list[Server]:
+    ours = [sys.executable, "-m", "app"]
+    ours_env = {"CNN_SERVE_PORT": str(port), "CNN_SERVE_LOG_LEVEL": "warning"}
+    # Two processes, one TensorFlow thread each: one per core.
+    two_workers = {**ours_env, "CNN_SERVE_WORKERS": "2", "CNN_SERVE_TF_INTRA_OP_THREADS": "1"}
     reference = [sys.executable, "-m", "bench.reference_servers"]
     return [
-        Server("cnn-serve", [sys.executable, "-m", "app"], ours_env, raw_body=True),
+        Server("cnn-serve", ours, ours_env, raw_body=True),
+        Server("cnn-serve x2", ours, two_workers, raw_body=True),
         Server("HTTP ceiling", [*reference, "ceiling", "--port", str(port)], {}, raw_body=True),
         Server("unbatched", [*reference, "unbatched", "--port", str(port)], {}, raw_body=False),
         Server("seed-style", [*reference, "seed", "--port", str(port)], {}, raw_body=False),
@@ -193,7 +193,7 @@ def measure_servers(
                 path.write_bytes(data)
                 bodies[(payload.name, body)] = (path, content_type)
 
-        for server in servers(args.port, args.workers):
+        for server in servers(args.port):
             if args.only and server.name not in args.only:
                 continue
             with started(server, args.port) as (process, cold_start_s):
@@ -269,12 +269,18 @@ def ratios(cells: list[Cell], concurrency: int) -> list[str]:
         ours = find(cells, "cnn-serve", payload, "multipart", concurrency)
         if ours is None:
             continue
-        for reference in ("HTTP ceiling", "unbatched", "seed-style"):
+        for server, reference in [
+            ("cnn-serve", "HTTP ceiling"),
+            ("cnn-serve x2", "HTTP ceiling"),
+            ("cnn-serve", "unbatched"),
+            ("cnn-serve", "seed-style"),
+        ]:
+            mine = find(cells, server, payload, "multipart", concurrency)
             other = find(cells, reference, payload, "multipart", concurrency)
-            if other and other.requests_per_s:
+            if mine and other and other.requests_per_s:
                 lines.append(
-                    f"  {payload}, c={concurrency}: cnn-serve / {reference} = "
-                    f"{ours.requests_per_s / other.requests_per_s:.2f}x"
+                    f"  {payload}, c={concurrency}: {server} / {reference} = "
+                    f"{mine.requests_per_s / other.requests_per_s:.2f}x"
                 )
         raw = find(cells, "cnn-serve", payload, "raw", concurrency)
         if raw:
@@ -362,9 +368,8 @@ def plot(cells: list[Cell], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64, 256])
-    parser.add_argument("--duration", type=float, default=8, help="seconds per cell")
+    parser.add_argument("--duration", type=float, default=6, help="seconds per cell")
     parser.add_argument("--port", type=int, default=8199)
-    parser.add_argument("--workers", type=int, default=1, help="uvicorn workers for cnn-serve")
     parser.add_argument("--only", nargs="+", help="servers to run (default: all)")
     parser.add_argument("--quick", action="store_true", help="c=1 and c=64, 3 s per cell")
     parser.add_argument("--no-micro", action="store_true", help="skip the in-process part")
@@ -407,7 +412,6 @@ def main() -> None:
                 "micro": micro,
                 "settings": {
                     "duration_s": args.duration,
-                    "workers": args.workers,
                     "cores": os.cpu_count(),
                 },
             },

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.errors import BlankImageError, ImageTooLargeError, InvalidImageError
 from app import preprocess as preprocess_module
+from app.errors import BlankImageError, ImageTooLargeError, InvalidImageError
 from app.preprocess import OUTPUT_SIDE, PreprocessingProfile, open_image, preprocess
 from tests.imaging import canvas_drawing, encode, paper_photo, png, similarity
 

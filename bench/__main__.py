@@ -176,6 +176,19 @@ def run_wrk(
     return values
 
 
+def wait_until_drained(port: int, timeout_s: float = 120) -> None:
+    """A slow server still works off the last cell's backlog; the next cell starts after it."""
+    deadline = time.perf_counter() + timeout_s
+    while time.perf_counter() < deadline:
+        try:
+            started_at = time.perf_counter()
+            httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=timeout_s)
+            if time.perf_counter() - started_at < 0.2:
+                return
+        except httpx.TransportError:
+            time.sleep(0.2)
+
+
 def measure_servers(
     args: argparse.Namespace, wrk: str, payloads: list[Payload]
 ) -> tuple[list[Cell], dict[str, dict[str, float]]]:
@@ -236,6 +249,7 @@ def measure_servers(
                             )
                             cells.append(cell)
                             print(format_cell(cell), flush=True)
+                            wait_until_drained(args.port)
                         stats.setdefault("rss_after_first_cell_mb", rss_mb(process.pid))
                 stats["rss_end_mb"] = rss_mb(process.pid)
                 process_stats[server.name] = stats

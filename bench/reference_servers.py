@@ -103,6 +103,7 @@ def main() -> None:
         app = unbatched_app(args.model_dir)
 
     @app.get("/health/ready")
+    @app.get("/health/live")
     async def ready() -> dict[str, str]:
         return {"status": "ready"}
 

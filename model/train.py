@@ -168,17 +168,23 @@ def main(argv: list[str] | None = None) -> Path:
             )
         )
 
+    inputs = as_model_input(x_train)
+    targets = keras.utils.to_categorical(y_train, num_classes)
+    validation = (
+        (as_model_input(x_val), keras.utils.to_categorical(y_val, num_classes))
+        if len(x_val)
+        else None
+    )
+    verbose = 2 if args.quiet else 1
     started = time.perf_counter()
     history = trainer.fit(
-        as_model_input(x_train),
-        keras.utils.to_categorical(y_train, num_classes),
-        validation_data=(as_model_input(x_val), keras.utils.to_categorical(y_val, num_classes))
-        if len(x_val)
-        else None,
+        inputs,
+        targets,
+        validation_data=validation,
         epochs=epochs,
         batch_size=batch_size,
         callbacks=callbacks,
-        verbose=2 if args.quiet else 1,
+        verbose=verbose,
     )
     if recipe.augment and recipe.clean_epochs:
         model.compile(
@@ -187,14 +193,12 @@ def main(argv: list[str] | None = None) -> Path:
             metrics=["accuracy"],
         )
         clean = model.fit(
-            as_model_input(x_train),
-            keras.utils.to_categorical(y_train, num_classes),
-            validation_data=(as_model_input(x_val), keras.utils.to_categorical(y_val, num_classes))
-            if len(x_val)
-            else None,
+            inputs,
+            targets,
+            validation_data=validation,
             epochs=recipe.clean_epochs,
             batch_size=batch_size,
-            verbose=2 if args.quiet else 1,
+            verbose=verbose,
         )
         for key, values in clean.history.items():
             history.history.setdefault(key, []).extend(values)

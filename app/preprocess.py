@@ -179,20 +179,17 @@ def _already_like_mnist(gray: np.ndarray) -> bool:
         return False
     if float(gray.max()) < 255 - MIN_INK_CONTRAST:  # Faint ink still needs stretching.
         return False
-    mass = float(gray.sum())
-    row_centre = float(gray.sum(axis=1) @ _INDICES) / mass
-    column_centre = float(gray.sum(axis=0) @ _INDICES) / mass
+    row_centre, column_centre = _centre_of_mass(gray)
     return abs(row_centre - OUTPUT_SIDE / 2) <= 1 and abs(column_centre - OUTPUT_SIDE / 2) <= 1
 
 
 _FRAME = np.ones((OUTPUT_SIDE, OUTPUT_SIDE), dtype=bool)
 _FRAME[2:-2, 2:-2] = False
-_INDICES = np.arange(OUTPUT_SIDE, dtype=np.float64)
 
 
 def _light_on_dark(gray: np.ndarray) -> np.ndarray:
     """MNIST is light ink on black; invert dark-on-light images (paper, whiteboards, canvases)."""
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    border = _border(gray)
     midpoint = (float(gray.min()) + float(gray.max())) / 2
     if float(np.median(border)) > midpoint:
         return 255 - gray
@@ -329,11 +326,23 @@ def _thicken_thin_strokes(glyph: np.ndarray, scale: float) -> np.ndarray:
     return thick
 
 
+def _centre_of_mass(image: np.ndarray) -> tuple[float, float]:
+    """(row, column) of the ink's centre of mass, in pixel indices."""
+    height, width = image.shape
+    mass = float(image.sum())
+    row_centre = float(image.sum(axis=1) @ np.arange(height)) / mass
+    column_centre = float(image.sum(axis=0) @ np.arange(width)) / mass
+    return row_centre, column_centre
+
+
+def _border(image: np.ndarray) -> np.ndarray:
+    """The outermost pixels: where the background shows if anything does."""
+    return np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+
+
 def _place_by_centre_of_mass(glyph: np.ndarray) -> np.ndarray:
     height, width = glyph.shape
-    mass = float(glyph.sum())
-    row_centre = float((glyph.sum(axis=1) * np.arange(height)).sum()) / mass
-    column_centre = float((glyph.sum(axis=0) * np.arange(width)).sum()) / mass
+    row_centre, column_centre = _centre_of_mass(glyph)
     half = OUTPUT_SIDE / 2
     top = min(max(round(half - row_centre), 0), OUTPUT_SIDE - height)
     left = min(max(round(half - column_centre), 0), OUTPUT_SIDE - width)
@@ -353,7 +362,7 @@ def _letterbox(gray: np.ndarray) -> np.ndarray:
         ),
         dtype=np.float32,
     )
-    border = np.concatenate([resized[0], resized[-1], resized[:, 0], resized[:, -1]])
+    border = _border(resized)
     canvas = np.full((OUTPUT_SIDE, OUTPUT_SIDE), float(np.median(border)), dtype=np.float32)
     top, left = (OUTPUT_SIDE - new_height) // 2, (OUTPUT_SIDE - new_width) // 2
     canvas[top : top + new_height, left : left + new_width] = resized

@@ -40,8 +40,12 @@ class Settings(BaseSettings):
     max_batch_files: int = Field(64, ge=1, le=1024)
     max_image_pixels: int = Field(50_000_000, ge=784)
 
-    # TensorFlow and image threads, sized for a small CPU box.
-    tf_intra_op_threads: int = Field(2, ge=0, le=256)
+    # What runs the model: LiteRT compiled from the SavedModel at start-up (checked against it,
+    # falling back to TensorFlow when it cannot match), or the SavedModel's TensorFlow signature.
+    runtime: Literal["litert", "tensorflow"] = "litert"
+    # Threads one model call may use (LiteRT, or TensorFlow's intra-op pool), and image threads,
+    # sized for a small CPU box.
+    inference_threads: int = Field(2, ge=1, le=256)
     tf_inter_op_threads: int = Field(1, ge=0, le=256)
     preprocess_threads: int = Field(2, ge=1, le=64)
 

@@ -24,6 +24,7 @@ from app.models import (
     resolve_version_dir,
 )
 from app.routes import health, predict
+from app.runtimes import Runtime
 from app.uploads import BodySizeLimit
 
 logger = logging.getLogger("cnn_serve")
@@ -44,10 +45,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Services]]:
-        configure_tensorflow(settings.tf_intra_op_threads, settings.tf_inter_op_threads)
+        configure_tensorflow(settings.inference_threads, settings.tf_inter_op_threads)
         try:
             version_dir = resolve_version_dir(settings.model_dir, settings.model_version)
-            model = load_model(version_dir)
+            model = load_model(
+                version_dir, Runtime(settings.runtime), threads=settings.inference_threads
+            )
         except ModelLoadError as error:
             logger.critical("Cannot start: %s", error)
             raise
@@ -72,7 +75,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 # garbage collection walks them all and stalls the event loop for tens of ms.
                 gc.freeze()
                 services = Services(settings, inference, ready=True)
-                logger.info("Serving %s version %d from %s", model.name, model.version, version_dir)
+                logger.info(
+                    "Serving %s version %d from %s with %s",
+                    model.name,
+                    model.version,
+                    version_dir,
+                    model.runtime.value,
+                )
                 yield {"services": services}
                 services.ready = False
 

@@ -1,13 +1,9 @@
-"""Find model versions on disk, load a SavedModel with its metadata, warm it up, serve it.
-
-TensorFlow is imported here and nowhere else in the service.
-"""
+"""Find model versions on disk, load a SavedModel with its metadata, warm it up, serve it."""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +12,8 @@ from typing import Any
 import numpy as np
 
 from app.preprocess import OUTPUT_SIDE, PreprocessingProfile
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-import tensorflow as tf
+from app.quiet_tensorflow import tf
+from app.runtimes import Runner, Runtime, select_runner
 
 logger = logging.getLogger(__name__)
 
@@ -39,17 +34,14 @@ class LoadedModel:
     labels: tuple[str, ...]
     profile: PreprocessingProfile
     metadata: dict[str, Any]
+    runtime: Runtime
+    _run: Runner = field(repr=False)
     # The signature stays callable only while the loaded module is referenced.
     _module: Any = field(repr=False)
-    _signature: Any = field(repr=False)
-    _input_name: str = field(repr=False)
-    _output_name: str = field(repr=False)
 
     def predict_batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """(N, 28, 28) images -> (N, classes) probabilities. Blocking: call it off the loop."""
-        batch = np.stack(images).astype(np.float32, copy=False)[..., np.newaxis]
-        outputs = self._signature(**{self._input_name: tf.constant(batch)})
-        return np.asarray(outputs[self._output_name].numpy())
+        return self._run(np.stack(images).astype(np.float32, copy=False)[..., np.newaxis])
 
     def warm_up(self, batch_sizes: Iterable[int]) -> None:
         """Run every batch size once so the first real requests do not pay for graph set-up."""
@@ -86,7 +78,10 @@ def resolve_version_dir(model_dir: Path, version: int | None = None) -> Path:
     return model_dir / str(version)
 
 
-def load_model(version_dir: Path) -> LoadedModel:
+def load_model(
+    version_dir: Path, runtime: Runtime = Runtime.LITERT, *, threads: int = 2
+) -> LoadedModel:
+    """Load and check a version; `runtime` LiteRT falls back to TensorFlow if it cannot match."""
     metadata = _read_metadata(version_dir)
     try:
         loaded = tf.saved_model.load(str(version_dir))
@@ -96,6 +91,9 @@ def load_model(version_dir: Path) -> LoadedModel:
     if signature is None:
         raise ModelLoadError(f"{version_dir} has no {SIGNATURE_NAME!r} signature")
     input_name, output_name = _check_signature(signature, len(metadata["labels"]), version_dir)
+    runtime, run = select_runner(
+        runtime, version_dir, SIGNATURE_NAME, signature, input_name, output_name, threads=threads
+    )
     return LoadedModel(
         name=str(metadata.get("name", version_dir.parent.name)),
         version=int(version_dir.name),
@@ -103,10 +101,9 @@ def load_model(version_dir: Path) -> LoadedModel:
         labels=tuple(str(label) for label in metadata["labels"]),
         profile=PreprocessingProfile(metadata.get("preprocessing", "mnist")),
         metadata=metadata,
+        runtime=runtime,
+        _run=run,
         _module=loaded,
-        _signature=signature,
-        _input_name=input_name,
-        _output_name=output_name,
     )
 
 

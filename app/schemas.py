@@ -72,6 +72,11 @@ class ModelInfo(BaseModel):
     labels: list[str] = Field(examples=[DIGITS])
     input: dict[str, Any]
     preprocessing: str = Field(examples=["mnist"])
+    runtime: str = Field(
+        description="What executes the model: `litert` (compiled from the SavedModel at start-up "
+        "and checked against it) or `tensorflow`.",
+        examples=["litert"],
+    )
     test_accuracy: float | None = Field(None, examples=[0.9965])
     batching: BatchingInfo
     limits: dict[str, int]

@@ -61,7 +61,7 @@ def servers(port: int) -> list[Server]:
     ours = [sys.executable, "-m", "app"]
     ours_env = {"CNN_SERVE_PORT": str(port), "CNN_SERVE_LOG_LEVEL": "warning"}
     # Two processes, one TensorFlow thread each: one per core.
-    two_workers = {**ours_env, "CNN_SERVE_WORKERS": "2", "CNN_SERVE_TF_INTRA_OP_THREADS": "1"}
+    two_workers = {**ours_env, "CNN_SERVE_WORKERS": "2", "CNN_SERVE_INFERENCE_THREADS": "1"}
     reference = [sys.executable, "-m", "bench.reference_servers"]
     return [
         Server("cnn-serve", ours, ours_env, raw_body=True),
@@ -312,6 +312,7 @@ def micro_benchmarks(payloads: list[Payload]) -> dict[str, float]:
 
     from app.models import configure_tensorflow, load_model
     from app.preprocess import preprocess
+    from app.runtimes import Runtime
 
     results: dict[str, float] = {}
     for payload in payloads:
@@ -322,15 +323,17 @@ def micro_benchmarks(payloads: list[Payload]) -> dict[str, float]:
             count += 1
         results[f"preprocess {payload.name} (ms)"] = (time.perf_counter() - began) / count * 1000
     configure_tensorflow(2, 1)
-    model = load_model(REPO / "model" / "export" / "mnist" / "1")
-    for size in (1, 8, 32, 64, 128):
-        batch = [np.zeros((28, 28), np.float32)] * size
-        model.predict_batch(batch)
-        count, began = 0, time.perf_counter()
-        while time.perf_counter() - began < 1.5:
+    for runtime in Runtime:
+        model = load_model(REPO / "model" / "export" / "mnist" / "1", runtime, threads=2)
+        for size in (1, 8, 32, 64, 128):
+            batch = [np.zeros((28, 28), np.float32)] * size
             model.predict_batch(batch)
-            count += 1
-        results[f"model batch {size} (images/s)"] = count * size / (time.perf_counter() - began)
+            count, began = 0, time.perf_counter()
+            while time.perf_counter() - began < 1.5:
+                model.predict_batch(batch)
+                count += 1
+            images_per_s = count * size / (time.perf_counter() - began)
+            results[f"model {model.runtime} batch {size} (images/s)"] = images_per_s
     return results
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from app.models import load_model
+from app.runtimes import Runtime
 from model import evaluate
 from tests.conftest import COMMITTED_MODEL
 
@@ -45,3 +46,17 @@ def test_accuracy_on_the_full_official_test_set(full_mnist, metadata, capsys):
     assert accuracy >= REQUIRED_ACCURACY
     assert accuracy == pytest.approx(float(metadata["test_accuracy"]), abs=1e-6)  # type: ignore[arg-type]
     assert "Confusion matrix" in capsys.readouterr().out
+
+
+@pytest.mark.mnist
+def test_the_served_runtime_scores_the_same_on_the_full_test_set(full_mnist, metadata):
+    with np.load(full_mnist) as data:
+        images, labels = data["x_test"].astype(np.float32), data["y_test"]
+    model = load_model(COMMITTED_MODEL)
+    assert model.runtime is Runtime.LITERT
+    predictions = np.concatenate(
+        [model.predict_batch(list(images[start : start + 500])) for start in range(0, 10_000, 500)]
+    ).argmax(axis=1)
+    assert np.mean(predictions == labels) == pytest.approx(
+        float(metadata["test_accuracy"]), abs=1e-6
+    )  # type: ignore[arg-type]

@@ -49,6 +49,7 @@ async def model_info(services: ReadyServicesDep) -> dict[str, Any]:
         "versions_available": available_versions(model.path.parent),
         "labels": list(model.labels),
         "preprocessing": model.profile.value,
+        "runtime": model.runtime.value,
         "batching": {
             "max_batch_size": settings.max_batch_size,
             "batch_timeout_ms": settings.batch_timeout_ms,

@@ -16,13 +16,7 @@ from app.config import Settings
 from app.dependencies import Services
 from app.error_handlers import install_error_handlers
 from app.inference import InferenceService, ModelOutput
-from app.models import (
-    ModelLoadError,
-    ModelRegistry,
-    configure_tensorflow,
-    load_model,
-    resolve_version_dir,
-)
+from app.models import ModelLoadError, ModelRegistry, load_model, resolve_version_dir
 from app.routes import health, predict
 from app.runtimes import Runtime
 from app.uploads import BodySizeLimit
@@ -45,11 +39,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Services]]:
-        configure_tensorflow(settings.inference_threads, settings.tf_inter_op_threads)
         try:
             version_dir = resolve_version_dir(settings.model_dir, settings.model_version)
             model = load_model(
-                version_dir, Runtime(settings.runtime), threads=settings.inference_threads
+                version_dir,
+                Runtime(settings.runtime),
+                threads=settings.inference_threads,
+                inter_op_threads=settings.tf_inter_op_threads,
             )
         except ModelLoadError as error:
             logger.critical("Cannot start: %s", error)

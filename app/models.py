@@ -1,19 +1,23 @@
-"""Find model versions on disk, load a SavedModel with its metadata, warm it up, serve it."""
+"""Find model versions on disk, read their metadata, load one, serve it.
+
+TensorFlow is not imported here: `app.runtimes` decides what executes the model.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from app.preprocess import OUTPUT_SIDE, PreprocessingProfile
-from app.quiet_tensorflow import tf
-from app.runtimes import Runner, Runtime, select_runner
+
+if TYPE_CHECKING:
+    from app.runtimes import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +30,7 @@ class ModelLoadError(Exception):
 
 @dataclass(frozen=True, eq=False)
 class LoadedModel:
-    """A SavedModel ready to classify float32 (N, 28, 28) batches in [0, 255]."""
+    """A model version ready to classify float32 (N, 28, 28) batches in [0, 255]."""
 
     name: str
     version: int
@@ -35,27 +39,16 @@ class LoadedModel:
     profile: PreprocessingProfile
     metadata: dict[str, Any]
     runtime: Runtime
-    _run: Runner = field(repr=False)
-    # The signature stays callable only while the loaded module is referenced.
-    _module: Any = field(repr=False)
+    _run: Callable[[np.ndarray], np.ndarray] = field(repr=False)
 
     def predict_batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """(N, 28, 28) images -> (N, classes) probabilities. Blocking: call it off the loop."""
         return self._run(np.stack(images).astype(np.float32, copy=False)[..., np.newaxis])
 
     def warm_up(self, batch_sizes: Iterable[int]) -> None:
-        """Run every batch size once so the first real requests do not pay for graph set-up."""
+        """Run every batch size once so the first real requests do not pay for set-up."""
         for size in batch_sizes:
             self.predict_batch([np.zeros((OUTPUT_SIDE, OUTPUT_SIDE), np.float32)] * size)
-
-
-def configure_tensorflow(intra_op_threads: int, inter_op_threads: int) -> None:
-    """Size TensorFlow's thread pools; only possible before its runtime starts."""
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(intra_op_threads)
-        tf.config.threading.set_inter_op_parallelism_threads(inter_op_threads)
-    except RuntimeError:
-        logger.debug("TensorFlow is already initialised; keeping its thread settings")
 
 
 def available_versions(model_dir: Path) -> list[int]:
@@ -79,35 +72,37 @@ def resolve_version_dir(model_dir: Path, version: int | None = None) -> Path:
 
 
 def load_model(
-    version_dir: Path, runtime: Runtime = Runtime.LITERT, *, threads: int = 2
+    version_dir: Path,
+    runtime: Runtime | None = None,
+    *,
+    threads: int = 2,
+    inter_op_threads: int = 1,
 ) -> LoadedModel:
-    """Load and check a version; `runtime` LiteRT falls back to TensorFlow if it cannot match."""
-    metadata = _read_metadata(version_dir)
-    try:
-        loaded = tf.saved_model.load(str(version_dir))
-    except Exception as error:  # TensorFlow raises many types for a broken SavedModel.
-        raise ModelLoadError(f"{version_dir} is not a loadable SavedModel: {error}") from None
-    signature = loaded.signatures.get(SIGNATURE_NAME)
-    if signature is None:
-        raise ModelLoadError(f"{version_dir} has no {SIGNATURE_NAME!r} signature")
-    input_name, output_name = _check_signature(signature, len(metadata["labels"]), version_dir)
-    runtime, run = select_runner(
-        runtime, version_dir, SIGNATURE_NAME, signature, input_name, output_name, threads=threads
+    """Load and check a version; LiteRT (the default) falls back to TensorFlow if it must."""
+    from app.runtimes import Runtime, load_runner
+
+    metadata = read_metadata(version_dir)
+    labels = tuple(str(label) for label in metadata["labels"])
+    runtime, run = load_runner(
+        version_dir,
+        runtime or Runtime.LITERT,
+        num_classes=len(labels),
+        threads=threads,
+        inter_op_threads=inter_op_threads,
     )
     return LoadedModel(
         name=str(metadata.get("name", version_dir.parent.name)),
         version=int(version_dir.name),
         path=version_dir,
-        labels=tuple(str(label) for label in metadata["labels"]),
+        labels=labels,
         profile=PreprocessingProfile(metadata.get("preprocessing", "mnist")),
         metadata=metadata,
         runtime=runtime,
         _run=run,
-        _module=loaded,
     )
 
 
-def _read_metadata(version_dir: Path) -> dict[str, Any]:
+def read_metadata(version_dir: Path) -> dict[str, Any]:
     path = version_dir / "metadata.json"
     try:
         metadata = json.loads(path.read_text())
@@ -127,20 +122,24 @@ def _read_metadata(version_dir: Path) -> dict[str, Any]:
     return dict(metadata)
 
 
-def _check_signature(signature: Any, num_classes: int, version_dir: Path) -> tuple[str, str]:
-    inputs = signature.structured_input_signature[1]
-    outputs = signature.structured_outputs
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise ModelLoadError(f"{version_dir}: expected one input and one output in the signature")
-    input_name, input_spec = next(iter(inputs.items()))
-    output_name, output_spec = next(iter(outputs.items()))
-    if input_spec.dtype != tf.float32 or input_spec.shape.as_list()[1:] != [28, 28, 1]:
-        raise ModelLoadError(f"{version_dir}: input is {input_spec}, not float32 (None, 28, 28, 1)")
-    if output_spec.shape.as_list()[1:] != [num_classes]:
+def check_model_io(
+    version_dir: Path,
+    *,
+    input_shape: Sequence[int | None],
+    input_is_float32: bool,
+    output_shape: Sequence[int | None],
+    num_classes: int,
+) -> None:
+    """The model must take float32 (N, 28, 28, 1) and give one probability per label."""
+    if not input_is_float32 or list(input_shape)[1:] != [OUTPUT_SIDE, OUTPUT_SIDE, 1]:
         raise ModelLoadError(
-            f"{version_dir}: output is {output_spec}, but metadata.json lists {num_classes} labels"
+            f"{version_dir}: input is {list(input_shape)}, not float32 (None, 28, 28, 1)"
         )
-    return str(input_name), str(output_name)
+    if list(output_shape)[1:] != [num_classes]:
+        raise ModelLoadError(
+            f"{version_dir}: output is {list(output_shape)}, but metadata.json lists "
+            f"{num_classes} labels"
+        )
 
 
 class ModelRegistry:

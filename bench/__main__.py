@@ -310,7 +310,7 @@ def micro_benchmarks(payloads: list[Payload]) -> dict[str, float]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
 
-    from app.models import configure_tensorflow, load_model
+    from app.models import load_model
     from app.preprocess import preprocess
     from app.runtimes import Runtime
 
@@ -322,7 +322,6 @@ def micro_benchmarks(payloads: list[Payload]) -> dict[str, float]:
             preprocess(payload.image)
             count += 1
         results[f"preprocess {payload.name} (ms)"] = (time.perf_counter() - began) / count * 1000
-    configure_tensorflow(2, 1)
     for runtime in Runtime:
         model = load_model(REPO / "model" / "export" / "mnist" / "1", runtime, threads=2)
         for size in (1, 8, 32, 64, 128):

@@ -1,16 +1,19 @@
-"""LiteRT compiled from the SavedModel: same answers as TensorFlow, safe across threads, and a
-fallback to TensorFlow whenever it cannot be trusted."""
+"""LiteRT compiled from the SavedModel: same answers as TensorFlow, safe across threads, a
+fallback to TensorFlow whenever it cannot be trusted, and no TensorFlow in the serving process."""
 
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from app import runtimes
-from app.models import LoadedModel, load_model
+from app.models import LoadedModel, ModelLoadError, load_model
 from app.runtimes import Runtime
 from tests.conftest import COMMITTED_MODEL
 
@@ -58,11 +61,21 @@ def test_concurrent_callers_each_get_their_own_rows(litert_model, digits):
             np.testing.assert_allclose(rows, expected[start : start + len(rows)], atol=1e-6)
 
 
-def test_a_failed_conversion_falls_back_to_tensorflow(monkeypatch, caplog, digits):
-    def fail(*_: object) -> bytes:
-        raise ValueError("op not supported")
+def test_serving_through_litert_never_imports_tensorflow():
+    script = (
+        "import sys; from pathlib import Path; from app.models import load_model; "
+        f"model = load_model(Path({str(COMMITTED_MODEL)!r})); "
+        "print(model.runtime, 'tensorflow' in sys.modules)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split() == ["litert", "False"]
 
-    monkeypatch.setattr(runtimes, "compile_litert", fail)
+
+def test_a_failed_conversion_falls_back_to_tensorflow(monkeypatch, caplog, digits):
+    failing = [sys.executable, "-c", "import sys; sys.exit('ConverterError: op not supported')"]
+    monkeypatch.setattr(runtimes, "COMPILE_COMMAND", failing)
     with caplog.at_level(logging.WARNING, logger="app.runtimes"):
         model = load_model(COMMITTED_MODEL, Runtime.LITERT)
     assert model.runtime is Runtime.TENSORFLOW
@@ -70,12 +83,23 @@ def test_a_failed_conversion_falls_back_to_tensorflow(monkeypatch, caplog, digit
     assert model.predict_batch([digits[0][0].astype(np.float32)]).argmax() == digits[1][0]
 
 
-def test_a_conversion_that_changes_the_outputs_is_not_used(monkeypatch, caplog):
+def test_a_conversion_that_changes_the_outputs_is_refused(monkeypatch, tmp_path):
+    from app import tensorflow_runtime
+
     run = runtimes.LiteRTRunner.__call__
     monkeypatch.setattr(
         runtimes.LiteRTRunner, "__call__", lambda self, batch: run(self, batch)[:, ::-1]
     )
-    with caplog.at_level(logging.WARNING, logger="app.runtimes"):
-        model = load_model(COMMITTED_MODEL, Runtime.LITERT)
-    assert model.runtime is Runtime.TENSORFLOW
-    assert "differ from TensorFlow's" in caplog.text
+    with pytest.raises(ValueError, match="differ from TensorFlow's"):
+        tensorflow_runtime.compile_to_litert(COMMITTED_MODEL)
+    status = tensorflow_runtime.main(["compile", str(COMMITTED_MODEL), str(tmp_path / "m")])
+    assert status == runtimes.EXIT_NOT_CONVERTIBLE
+
+
+def test_a_broken_saved_model_is_a_load_error_not_a_fallback(tmp_path: Path):
+    version_dir = tmp_path / "mnist" / "1"
+    version_dir.mkdir(parents=True)
+    (version_dir / "metadata.json").write_text('{"labels": ["a", "b"]}')
+    (version_dir / "saved_model.pb").write_bytes(b"not a protobuf")
+    with pytest.raises(ModelLoadError, match="not a loadable SavedModel"):
+        load_model(version_dir, Runtime.LITERT)

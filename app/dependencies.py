@@ -19,20 +19,19 @@ class Services:
     ready: bool = False
 
 
-# Async on purpose: FastAPI runs plain `def` dependencies in its thread pool, a hop per request.
-async def get_services(request: Request) -> Services:
+def ready_services(request: Request) -> Services:
+    """The services once the model is warm; routes that take the Request call it directly."""
     services: Services | None = getattr(request.state, "services", None)
     if services is None:
         raise NotReadyError("The model is not loaded yet.")
-    return services
-
-
-async def get_ready_services(request: Request) -> Services:
-    services = await get_services(request)
     if not services.ready:
         raise NotReadyError("The model is not ready yet.")
     return services
 
 
-ServicesDep = Annotated[Services, Depends(get_services)]
+# Async on purpose: FastAPI runs plain `def` dependencies in its thread pool, a hop per request.
+async def get_ready_services(request: Request) -> Services:
+    return ready_services(request)
+
+
 ReadyServicesDep = Annotated[Services, Depends(get_ready_services)]

@@ -48,6 +48,11 @@ class InvalidRequestError(ServiceError):
     code = "invalid_request"
 
 
+class MalformedRequestError(ServiceError):
+    status_code = 400
+    code = "bad_request"
+
+
 class NotReadyError(ServiceError):
     status_code = 503
     code = "not_ready"

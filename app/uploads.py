@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -16,9 +15,11 @@ from app.error_handlers import error_response
 from app.errors import (
     InvalidImageError,
     InvalidRequestError,
+    MalformedRequestError,
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
 )
+from app.multipart import parse_form
 
 RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
 SUPPORTED_CONTENT_TYPES = "multipart/form-data, image/* or application/octet-stream"
@@ -74,14 +75,14 @@ async def read_image(request: Request) -> tuple[bytes, str | None]:
     """One image: multipart field `file`, or the raw body as image/* or octet-stream."""
     content_type = media_type(request)
     if content_type == "multipart/form-data":
-        async with request.form(max_files=1, max_fields=8) as form:
-            upload = form.get("file")
-            if not isinstance(upload, UploadFile):
-                raise InvalidRequestError(
-                    "The multipart form needs the image in a file field named 'file'."
-                )
-            data = await upload.read()
-            filename = upload.filename
+        parts = parse_form(await request.body(), request.headers["content-type"], max_parts=8)
+        files = [part for part in parts if part.name == "file" and part.filename is not None]
+        if not files:
+            raise InvalidRequestError(
+                "The multipart form needs the image in a file field named 'file'."
+            )
+        upload = files[0]
+        data, filename = upload.data, upload.filename
     elif content_type.startswith(RAW_IMAGE_TYPES):
         data, filename = await request.body(), None
     else:
@@ -100,14 +101,16 @@ async def read_images(request: Request, max_files: int) -> list[tuple[bytes, str
         raise UnsupportedMediaTypeError(
             "Send the images as multipart/form-data, one 'files' field per image."
         )
-    async with request.form(max_files=max_files, max_fields=max_files + 8) as form:
-        uploads = form.getlist("files")
-        if not uploads or not all(isinstance(upload, UploadFile) for upload in uploads):
-            raise InvalidRequestError(
-                "The multipart form needs one or more file fields named 'files'."
-            )
-        return [
-            (await upload.read(), upload.filename)
-            for upload in uploads
-            if isinstance(upload, UploadFile)
-        ]
+    parts = parse_form(
+        await request.body(), request.headers["content-type"], max_parts=max_files + 8
+    )
+    uploads: list[tuple[bytes, str | None]] = [
+        (part.data, part.filename)
+        for part in parts
+        if part.name == "files" and part.filename is not None
+    ]
+    if not uploads:
+        raise InvalidRequestError("The multipart form needs one or more file fields named 'files'.")
+    if len(uploads) > max_files:
+        raise MalformedRequestError(f"Too many files: the limit is {max_files}.")
+    return uploads

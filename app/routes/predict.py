@@ -8,13 +8,14 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from app.dependencies import ReadyServicesDep
+from app.dependencies import ready_services
 from app.error_handlers import error_body
 from app.errors import ServiceError
+from app.routes.direct import DirectRoute
 from app.schemas import BatchResponse, ErrorResponse, Prediction
 from app.uploads import read_image, read_images
 
-router = APIRouter(tags=["predict"])
+router = APIRouter(tags=["predict"], route_class=DirectRoute)
 
 _IMAGE_BODY = {"type": "string", "format": "binary"}
 SINGLE_UPLOAD = {
@@ -74,7 +75,8 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, object]]:
     "the 28x28 grayscale input the model was trained on. The `Server-Timing` header tells how "
     "long decoding, queueing and inference took.",
 )
-async def predict(request: Request, services: ReadyServicesDep) -> Response:
+async def predict(request: Request) -> Response:
+    services = ready_services(request)
     data, _ = await read_image(request)
     classified = await services.inference.classify(data)
     return Response(
@@ -93,7 +95,8 @@ async def predict(request: Request, services: ReadyServicesDep) -> Response:
     description="Results come back in upload order; a file that cannot be classified gets an "
     "`error` object instead of a `prediction`, and the others are still classified.",
 )
-async def predict_batch(request: Request, services: ReadyServicesDep) -> Response:
+async def predict_batch(request: Request) -> Response:
+    services = ready_services(request)
     uploads = await read_images(request, services.settings.max_batch_files)
     outcomes = await asyncio.gather(
         *(services.inference.classify(data) for data, _ in uploads), return_exceptions=True

@@ -2,13 +2,47 @@
 
 from __future__ import annotations
 
+import copy
+import logging
+import logging.config
+import sys
+from typing import Any
+
 import uvicorn
+from uvicorn.config import LOGGING_CONFIG
 
 from app.config import Settings
+from app.models import ModelLoadError, read_metadata, resolve_version_dir
+from app.runtimes import Runtime, precompile
+
+logger = logging.getLogger("app")
+
+
+def logging_config(level: str) -> dict[str, Any]:
+    """Uvicorn's own logging set-up, plus the service's loggers (`app.*`) on its console handler."""
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["app"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    return config
+
+
+def preflight(settings: Settings) -> None:
+    """Once, before any worker starts: refuse a missing or broken model with one clear line
+    (a failing worker would otherwise be restarted forever), and compile it for the workers."""
+    version_dir = resolve_version_dir(settings.model_dir, settings.model_version)
+    read_metadata(version_dir)
+    if Runtime(settings.runtime) is Runtime.LITERT:
+        precompile(version_dir, settings.compile_cache_dir)
 
 
 def main() -> None:
     settings = Settings()
+    log_config = logging_config(settings.log_level)
+    logging.config.dictConfig(log_config)
+    try:
+        preflight(settings)
+    except ModelLoadError as error:
+        logger.critical("Cannot start: %s", error)
+        sys.exit(1)
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -16,6 +50,7 @@ def main() -> None:
         port=settings.port,
         workers=settings.workers,
         log_level=settings.log_level,
+        log_config=log_config,
         access_log=settings.access_log,
         loop="uvloop",
         http="httptools",

@@ -21,7 +21,7 @@ from app.routes import health, predict
 from app.runtimes import Runtime
 from app.uploads import BodySizeLimit
 
-logger = logging.getLogger("cnn_serve")
+logger = logging.getLogger(__name__)
 
 BATCH_PATH = "/predict/batch"
 
@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 Runtime(settings.runtime),
                 threads=settings.inference_threads,
                 inter_op_threads=settings.tf_inter_op_threads,
+                cache_dir=settings.compile_cache_dir,
             )
         except ModelLoadError as error:
             logger.critical("Cannot start: %s", error)

@@ -77,8 +77,12 @@ def load_model(
     *,
     threads: int = 2,
     inter_op_threads: int = 1,
+    cache_dir: Path | None = None,
 ) -> LoadedModel:
-    """Load and check a version; LiteRT (the default) falls back to TensorFlow if it must."""
+    """Load and check a version; LiteRT (the default) falls back to TensorFlow if it must.
+
+    `cache_dir` keeps compiled LiteRT models across starts (see `app.compile_cache`).
+    """
     from app.runtimes import Runtime, load_runner
 
     metadata = read_metadata(version_dir)
@@ -89,6 +93,7 @@ def load_model(
         num_classes=len(labels),
         threads=threads,
         inter_op_threads=inter_op_threads,
+        cache_dir=cache_dir,
     )
     return LoadedModel(
         name=str(metadata.get("name", version_dir.parent.name)),

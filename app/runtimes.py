@@ -9,10 +9,10 @@ of memory) unless it has to: when asked to, or when the compiled model cannot be
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Callable
 from enum import StrEnum
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.compile_cache import compiled
 from app.models import ModelLoadError, check_model_io
 
 logger = logging.getLogger(__name__)
@@ -75,12 +76,18 @@ def probe_batch() -> np.ndarray:
 
 
 def load_runner(
-    version_dir: Path, runtime: Runtime, *, num_classes: int, threads: int, inter_op_threads: int
+    version_dir: Path,
+    runtime: Runtime,
+    *,
+    num_classes: int,
+    threads: int,
+    inter_op_threads: int,
+    cache_dir: Path | None,
 ) -> tuple[Runtime, Runner]:
     """The runner to serve with: LiteRT when asked for and trustworthy, else TensorFlow."""
     if runtime is Runtime.LITERT:
         try:
-            return Runtime.LITERT, _load_litert(version_dir, num_classes, threads)
+            return Runtime.LITERT, _load_litert(version_dir, num_classes, threads, cache_dir)
         except _NotConvertibleError as error:
             logger.warning("LiteRT cannot run this model (%s); serving with TensorFlow", error)
     from app import tensorflow_runtime
@@ -93,25 +100,34 @@ class _NotConvertibleError(Exception):
     pass
 
 
-def _load_litert(version_dir: Path, num_classes: int, threads: int) -> LiteRTRunner:
-    with tempfile.TemporaryDirectory(prefix="cnn-serve-") as scratch:
-        output = Path(scratch) / "model.tflite"
-        try:
-            child = subprocess.run(
-                [*COMPILE_COMMAND, str(version_dir), str(output)],
-                capture_output=True,
-                text=True,
-                timeout=COMPILE_TIMEOUT_S,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise _NotConvertibleError(f"compiling took over {COMPILE_TIMEOUT_S} s") from None
-        message = (child.stderr.strip().splitlines() or [f"exit status {child.returncode}"])[-1]
-        if child.returncode == EXIT_INVALID_MODEL:
-            raise ModelLoadError(message)
-        if child.returncode != 0:
-            raise _NotConvertibleError(message)
-        flatbuffer = output.read_bytes()
+def precompile(version_dir: Path, cache_dir: Path) -> None:
+    """Fill the cache for the workers to read; a model LiteRT cannot run is left to them."""
+    with contextlib.suppress(_NotConvertibleError):
+        compiled(version_dir, _compile_in_child, cache_dir)
+
+
+def _compile_in_child(version_dir: Path, output: Path) -> None:
+    try:
+        child = subprocess.run(
+            [*COMPILE_COMMAND, str(version_dir), str(output)],
+            capture_output=True,
+            text=True,
+            timeout=COMPILE_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise _NotConvertibleError(f"compiling took over {COMPILE_TIMEOUT_S} s") from None
+    message = (child.stderr.strip().splitlines() or [f"exit status {child.returncode}"])[-1]
+    if child.returncode == EXIT_INVALID_MODEL:
+        raise ModelLoadError(message)
+    if child.returncode != 0:
+        raise _NotConvertibleError(message)
+
+
+def _load_litert(
+    version_dir: Path, num_classes: int, threads: int, cache_dir: Path | None
+) -> LiteRTRunner:
+    flatbuffer = compiled(version_dir, _compile_in_child, cache_dir)
     try:
         runner = LiteRTRunner(flatbuffer, threads=threads)
     except (ValueError, RuntimeError) as error:

@@ -42,7 +42,13 @@ def wait_until_ready(
 def running_server(log_path: Path, **settings: str) -> Iterator[str]:
     """Yields the base URL of a fresh `python -m app` configured by CNN_SERVE_* settings."""
     port = free_port()
-    env = {**os.environ, "CNN_SERVE_HOST": "127.0.0.1", "CNN_SERVE_PORT": str(port)}
+    # One worker unless a test asks for more: the suite starts many servers.
+    env = {
+        **os.environ,
+        "CNN_SERVE_HOST": "127.0.0.1",
+        "CNN_SERVE_PORT": str(port),
+        "CNN_SERVE_WORKERS": "1",
+    }
     env.update({f"CNN_SERVE_{key.upper()}": value for key, value in settings.items()})
     with log_path.open("wb") as log:
         process = subprocess.Popen(

@@ -4,6 +4,7 @@ fallback to TensorFlow whenever it cannot be trusted, and no TensorFlow in the s
 from __future__ import annotations
 
 import logging
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -103,3 +104,30 @@ def test_a_broken_saved_model_is_a_load_error_not_a_fallback(tmp_path: Path):
     (version_dir / "saved_model.pb").write_bytes(b"not a protobuf")
     with pytest.raises(ModelLoadError, match="not a loadable SavedModel"):
         load_model(version_dir, Runtime.LITERT)
+
+
+def test_compiled_models_are_cached_per_version(monkeypatch, tmp_path: Path, digits):
+    cache = tmp_path / "cache"
+    first = load_model(COMMITTED_MODEL, Runtime.LITERT, cache_dir=cache)
+    assert [path.suffix for path in cache.glob("*.tflite")] == [".tflite"]
+    failing = [sys.executable, "-c", "import sys; sys.exit('must not compile again')"]
+    monkeypatch.setattr(runtimes, "COMPILE_COMMAND", failing)
+    second = load_model(COMMITTED_MODEL, Runtime.LITERT, cache_dir=cache)
+    assert second.runtime is Runtime.LITERT
+    images = list(digits[0][:8].astype(np.float32))
+    np.testing.assert_array_equal(second.predict_batch(images), first.predict_batch(images))
+
+    changed = tmp_path / "mnist" / "1"
+    shutil.copytree(COMMITTED_MODEL, changed)
+    (changed / "metadata.json").write_text((changed / "metadata.json").read_text() + " ")
+    assert load_model(changed, Runtime.LITERT, cache_dir=cache).runtime is Runtime.TENSORFLOW
+
+
+def test_a_cache_others_can_write_to_is_not_used(tmp_path: Path, caplog):
+    cache = tmp_path / "shared"
+    cache.mkdir(mode=0o777)
+    cache.chmod(0o777)
+    with caplog.at_level(logging.WARNING, logger="app.compile_cache"):
+        assert load_model(COMMITTED_MODEL, Runtime.LITERT, cache_dir=cache).runtime == "litert"
+    assert "only this user can write to" in caplog.text
+    assert not list(cache.iterdir())

@@ -57,6 +57,26 @@ def test_concurrent_predictions_get_their_own_labels(base_url: str, digits):
     assert np.all(predicted[confident] == labels[confident])
 
 
+def test_two_workers_share_one_compile_and_both_serve(tmp_path: Path, digits):
+    images, labels = digits
+    cache = tmp_path / "cache"
+    log = tmp_path / "server.log"
+    with (
+        running_server(log, workers="2", compile_cache_dir=str(cache)) as url,
+        httpx.Client(base_url=url, timeout=30) as client,
+    ):
+        predicted = [
+            client.post("/predict", files={"file": ("d.png", png(image))}).json()["label"]
+            for image in images[:40]
+        ]
+    assert predicted == [str(label) for label in labels[:40]]
+    assert len(list(cache.glob("*.tflite"))) == 1
+    # Compiled once before the workers started; both workers read the cache.
+    text = log.read_text()
+    assert text.count("Compiled ") == 1, text
+    assert text.count("Using the compiled model cached in") == 2, text
+
+
 def test_jpeg_photo_upload(base_url: str, digits):
     images, labels = digits
     photo = encode(paper_photo(images[5]).convert("RGB"), "JPEG", quality=80)

@@ -31,10 +31,11 @@ class Settings(BaseSettings):
     access_log: bool = False
 
     # Micro-batching: a lone request goes straight to the model; under load, requests that
-    # arrive while the model is busy are grouped, up to max_batch_size images, waiting at most
-    # batch_timeout_ms for a batch to fill.
+    # arrive while the model is busy are grouped, up to max_batch_size images. A batch of
+    # several may wait up to batch_timeout_ms for more; 0 (measured best on 2 cores, 5-15%
+    # more req/s than 1 ms at c=16..256) takes just what queued while the model was busy.
     max_batch_size: int = Field(64, ge=1, le=1024)
-    batch_timeout_ms: float = Field(1.0, ge=0, le=1000)
+    batch_timeout_ms: float = Field(0.0, ge=0, le=1000)
     max_queue_size: int = Field(512, ge=1)
     request_timeout_s: float = Field(10.0, gt=0, le=600)
 

@@ -61,7 +61,7 @@ def servers(port: int) -> list[Server]:
     ours = [sys.executable, "-m", "app"]
     # The defaults (two workers); and one worker, the configuration the figures used.
     ours_env = {"CNN_SERVE_PORT": str(port), "CNN_SERVE_LOG_LEVEL": "warning"}
-    one_worker = {**ours_env, "CNN_SERVE_WORKERS": "1"}
+    one_worker = {**ours_env, "CNN_SERVE_WORKERS": "1", "CNN_SERVE_INFERENCE_THREADS": "2"}
     reference = [sys.executable, "-m", "bench.reference_servers"]
     return [
         Server("cnn-serve", ours, ours_env, raw_body=True),

@@ -23,7 +23,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -176,15 +176,21 @@ def run_wrk(
     return values
 
 
-def wait_until_drained(port: int, timeout_s: float = 120) -> None:
-    """A slow server still works off the last cell's backlog; the next cell starts after it."""
+def wait_until_drained(port: int, body: Path, content_type: str, timeout_s: float = 120) -> None:
+    """A slow server still works off the last cell's backlog (in its event loop, thread pools
+    and batcher); the next cell starts once a real prediction is quick again, three times."""
     deadline = time.perf_counter() + timeout_s
-    while time.perf_counter() < deadline:
+    quick = 0
+    while quick < 3 and time.perf_counter() < deadline:
         try:
             started_at = time.perf_counter()
-            httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=timeout_s)
-            if time.perf_counter() - started_at < 0.2:
-                return
+            httpx.post(
+                f"http://127.0.0.1:{port}/predict",
+                content=body.read_bytes(),
+                headers={"content-type": content_type},
+                timeout=timeout_s,
+            )
+            quick = quick + 1 if time.perf_counter() - started_at < 0.05 else 0
         except httpx.TransportError:
             time.sleep(0.2)
 
@@ -209,10 +215,23 @@ def measure_servers(
         for server in servers(args.port):
             if args.only and server.name not in args.only:
                 continue
+            stats: dict[str, float] = {}
+            if server.name.startswith("cnn-serve"):
+                # A first start compiles the model into an empty cache; a restart reads it.
+                cache = Path(scratch) / f"cache-{len(process_stats)}"
+                env = {**server.env, "CNN_SERVE_COMPILE_CACHE_DIR": str(cache)}
+                server = replace(server, env=env)
+                with started(server, args.port) as (_, first_start_s):
+                    stats["first_start_s"] = first_start_s
             with started(server, args.port) as (process, cold_start_s):
-                stats = {"cold_start_s": cold_start_s, "rss_ready_mb": rss_mb(process.pid)}
+                stats |= {"cold_start_s": cold_start_s, "rss_ready_mb": rss_mb(process.pid)}
+                first = (
+                    f" (first start, compiling: {stats['first_start_s']:.2f} s)"
+                    if "first_start_s" in stats
+                    else ""
+                )
                 print(
-                    f"\n{server.name}: ready in {cold_start_s:.2f} s, "
+                    f"\n{server.name}: ready in {cold_start_s:.2f} s{first}, "
                     f"RSS {stats['rss_ready_mb']:.0f} MB",
                     flush=True,
                 )
@@ -249,11 +268,43 @@ def measure_servers(
                             )
                             cells.append(cell)
                             print(format_cell(cell), flush=True)
-                            wait_until_drained(args.port)
+                            wait_until_drained(args.port, *bodies[(payload.name, "multipart")])
                         stats.setdefault("rss_after_first_cell_mb", rss_mb(process.pid))
                 stats["rss_end_mb"] = rss_mb(process.pid)
                 process_stats[server.name] = stats
     return cells, process_stats
+
+
+def soak(
+    wrk: str, payload: Payload, port: int, seconds: float, every_s: float = 10
+) -> list[tuple[float, float]]:
+    """RSS of the default service, sampled while it serves PNG uploads at c=64 for `seconds`."""
+    server = servers(port)[0]
+    with tempfile.TemporaryDirectory() as scratch, started(server, port) as (process, _):
+        form, form_type = multipart(payload)
+        body = Path(scratch) / "body.bin"
+        body.write_bytes(form)
+        env = {**os.environ, "BENCH_BODY": str(body), "BENCH_CONTENT_TYPE": form_type}
+        load = subprocess.Popen(
+            [
+                wrk,
+                "-t1",
+                "-c64",
+                f"-d{seconds:g}s",
+                "-s",
+                str(WRK_SCRIPT),
+                f"http://127.0.0.1:{port}/predict",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+        began = time.perf_counter()
+        samples = [(0.0, rss_mb(process.pid))]
+        while load.poll() is None:
+            time.sleep(every_s)
+            samples.append((time.perf_counter() - began, rss_mb(process.pid)))
+            print(f"  {samples[-1][0]:6.0f} s  RSS {samples[-1][1]:.0f} MB", flush=True)
+    return samples
 
 
 def format_cell(cell: Cell) -> str:
@@ -389,12 +440,21 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", help="servers to run (default: all)")
     parser.add_argument("--quick", action="store_true", help="c=1 and c=64, 3 s per cell")
     parser.add_argument("--no-micro", action="store_true", help="skip the in-process part")
+    parser.add_argument(
+        "--soak", type=float, metavar="SECONDS", help="only: RSS under c=64 PNG load this long"
+    )
     args = parser.parse_args()
     if args.quick:
         args.concurrency, args.duration = [1, 64], 3
 
     wrk = ensure_wrk()
     payloads = load_payloads()
+    if args.soak:
+        print(f"cnn-serve, 28x28 PNG multipart uploads at c=64 for {args.soak:g} s:")
+        samples = soak(wrk, payloads[0], args.port, args.soak)
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "soak.json").write_text(json.dumps({"seconds_and_rss_mb": samples}, indent=1))
+        return
     print(
         f"wrk -t1, {args.duration:g} s per cell, concurrency {args.concurrency}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}"
@@ -407,8 +467,10 @@ def main() -> None:
             print(line)
     print("\nProcesses:")
     for name, stats in process_stats.items():
+        first = stats.get("first_start_s")
+        compiling = f" (first start, compiling the model: {first:.2f} s)" if first else ""
         print(
-            f"  {name:<13} cold start {stats['cold_start_s']:.2f} s, RSS ready "
+            f"  {name:<13} cold start {stats['cold_start_s']:.2f} s{compiling}, RSS ready "
             f"{stats['rss_ready_mb']:.0f} MB, after the first cell "
             f"{stats['rss_after_first_cell_mb']:.0f} MB, at the end {stats['rss_end_mb']:.0f} MB"
         )

@@ -178,7 +178,8 @@ def run_wrk(
 
 def wait_until_drained(port: int, body: Path, content_type: str, timeout_s: float = 120) -> None:
     """A slow server still works off the last cell's backlog (in its event loop, thread pools
-    and batcher); the next cell starts once a real prediction is quick again, three times."""
+    and batcher); the next cell starts once a real prediction is quick again, three times.
+    (Quick: 0.2 s, well above the slowest server's c=1 latency of ~60 ms.)"""
     deadline = time.perf_counter() + timeout_s
     quick = 0
     while quick < 3 and time.perf_counter() < deadline:
@@ -190,7 +191,7 @@ def wait_until_drained(port: int, body: Path, content_type: str, timeout_s: floa
                 headers={"content-type": content_type},
                 timeout=timeout_s,
             )
-            quick = quick + 1 if time.perf_counter() - started_at < 0.05 else 0
+            quick = quick + 1 if time.perf_counter() - started_at < 0.2 else 0
         except httpx.TransportError:
             time.sleep(0.2)
 

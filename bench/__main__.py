@@ -297,7 +297,8 @@ def soak(
                 f"http://127.0.0.1:{port}/predict",
             ],
             env=env,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         began = time.perf_counter()
         samples = [(0.0, rss_mb(process.pid))]
@@ -305,6 +306,8 @@ def soak(
             time.sleep(every_s)
             samples.append((time.perf_counter() - began, rss_mb(process.pid)))
             print(f"  {samples[-1][0]:6.0f} s  RSS {samples[-1][1]:.0f} MB", flush=True)
+        summary = load.stdout.read() if load.stdout else ""
+        print(*(line for line in summary.splitlines() if "requests in" in line), sep="\n")
     return samples
 
 

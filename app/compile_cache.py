@@ -8,7 +8,6 @@ together wait for one compile instead of each running their own.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import os
@@ -32,7 +31,7 @@ def default_cache_dir() -> Path:
 
 def compiled(version_dir: Path, compile_to: Compile, cache_dir: Path | None) -> bytes:
     """The compiled model: from the cache when it has this exact version, else compiled now."""
-    if cache_dir is not None:
+    if cache_dir is not None and os.name == "posix":  # The lock below is POSIX's.
         try:
             _ensure_private_dir(cache_dir)
         except OSError as error:
@@ -55,6 +54,8 @@ def cache_key(version_dir: Path) -> str:
 
 
 def _through_cache(version_dir: Path, compile_to: Compile, cache_dir: Path) -> bytes:
+    import fcntl
+
     cached = cache_dir / f"{cache_key(version_dir)}.tflite"
     with open(cache_dir / "compile.lock", "a") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)

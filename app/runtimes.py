@@ -10,6 +10,7 @@ of memory) unless it has to: when asked to, or when the compiled model cannot be
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import subprocess
 import sys
@@ -127,6 +128,8 @@ def _compile_in_child(version_dir: Path, output: Path) -> None:
 def _load_litert(
     version_dir: Path, num_classes: int, threads: int, cache_dir: Path | None
 ) -> LiteRTRunner:
+    if importlib.util.find_spec("ai_edge_litert") is None:
+        raise _NotConvertibleError("ai-edge-litert is not installed on this platform")
     flatbuffer = compiled(version_dir, _compile_in_child, cache_dir)
     try:
         runner = LiteRTRunner(flatbuffer, threads=threads)

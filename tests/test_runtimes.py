@@ -3,6 +3,7 @@ fallback to TensorFlow whenever it cannot be trusted, and no TensorFlow in the s
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import shutil
 import subprocess
@@ -131,3 +132,16 @@ def test_a_cache_others_can_write_to_is_not_used(tmp_path: Path, caplog):
         assert load_model(COMMITTED_MODEL, Runtime.LITERT, cache_dir=cache).runtime == "litert"
     assert "only this user can write to" in caplog.text
     assert not list(cache.iterdir())
+
+
+def test_without_litert_installed_the_model_runs_on_tensorflow(monkeypatch, caplog):
+    find_spec = importlib.util.find_spec
+
+    def litert_missing(name: str, *args: object) -> object:
+        return None if name == "ai_edge_litert" else find_spec(name, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(importlib.util, "find_spec", litert_missing)
+    with caplog.at_level(logging.WARNING, logger="app.runtimes"):
+        model = load_model(COMMITTED_MODEL, Runtime.LITERT)
+    assert model.runtime is Runtime.TENSORFLOW
+    assert "ai-edge-litert is not installed" in caplog.text

@@ -160,7 +160,7 @@ def run_wrk(
         wrk,
         "-t1",
         f"-c{concurrency}",
-        f"-d{duration_s}s",
+        f"-d{duration_s:g}s",
         "--timeout",
         "30s",
         "-s",

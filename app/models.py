@@ -6,7 +6,6 @@ TensorFlow is not imported here: `app.runtimes` decides what executes the model.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,8 +17,6 @@ from app.preprocess import OUTPUT_SIDE, PreprocessingProfile
 
 if TYPE_CHECKING:
     from app.runtimes import Runtime
-
-logger = logging.getLogger(__name__)
 
 SIGNATURE_NAME = "serving_default"
 

@@ -186,13 +186,8 @@ def _already_like_mnist(gray: np.ndarray) -> bool:
         return False
     if float(gray.max()) < 255 - MIN_INK_CONTRAST:  # Faint ink still needs stretching.
         return False
-    mass = float(row_sums.sum())
-    row_centre = float(row_sums @ _INDICES) / mass
-    column_centre = float(column_sums @ _INDICES) / mass
+    row_centre, column_centre = _centre_of_mass_from_sums(row_sums, column_sums)
     return abs(row_centre - OUTPUT_SIDE / 2) <= 1 and abs(column_centre - OUTPUT_SIDE / 2) <= 1
-
-
-_INDICES = np.arange(OUTPUT_SIDE, dtype=np.float32)
 
 
 def _light_on_dark(gray: np.ndarray) -> np.ndarray:
@@ -336,10 +331,13 @@ def _thicken_thin_strokes(glyph: np.ndarray, scale: float) -> np.ndarray:
 
 def _centre_of_mass(image: np.ndarray) -> tuple[float, float]:
     """(row, column) of the ink's centre of mass, in pixel indices."""
-    height, width = image.shape
-    mass = float(image.sum())
-    row_centre = float(image.sum(axis=1) @ np.arange(height)) / mass
-    column_centre = float(image.sum(axis=0) @ np.arange(width)) / mass
+    return _centre_of_mass_from_sums(image.sum(axis=1), image.sum(axis=0))
+
+
+def _centre_of_mass_from_sums(row_sums: np.ndarray, column_sums: np.ndarray) -> tuple[float, float]:
+    mass = float(row_sums.sum())
+    row_centre = float(row_sums @ np.arange(row_sums.size)) / mass
+    column_centre = float(column_sums @ np.arange(column_sums.size)) / mass
     return row_centre, column_centre
 
 

@@ -29,15 +29,22 @@ def default_cache_dir() -> Path:
     return Path(base) / "cnn-serve"
 
 
+def usable(cache_dir: Path | None) -> bool:
+    """Whether compiled models can be kept in `cache_dir` (created if missing)."""
+    if cache_dir is None or os.name != "posix":  # The lock below is POSIX's.
+        return False
+    try:
+        _ensure_private_dir(cache_dir)
+    except OSError as error:
+        logger.warning("Not caching compiled models in %s: %s", cache_dir, error)
+        return False
+    return True
+
+
 def compiled(version_dir: Path, compile_to: Compile, cache_dir: Path | None) -> bytes:
     """The compiled model: from the cache when it has this exact version, else compiled now."""
-    if cache_dir is not None and os.name == "posix":  # The lock below is POSIX's.
-        try:
-            _ensure_private_dir(cache_dir)
-        except OSError as error:
-            logger.warning("Not caching compiled models in %s: %s", cache_dir, error)
-        else:
-            return _through_cache(version_dir, compile_to, cache_dir)
+    if cache_dir is not None and usable(cache_dir):
+        return _through_cache(version_dir, compile_to, cache_dir)
     with tempfile.TemporaryDirectory(prefix="cnn-serve-") as scratch:
         output = Path(scratch) / "model.tflite"
         compile_to(version_dir, output)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.compile_cache import compiled
+from app import compile_cache
 from app.models import ModelLoadError, check_model_io
 
 logger = logging.getLogger(__name__)
@@ -102,9 +102,17 @@ class _NotConvertibleError(Exception):
 
 
 def precompile(version_dir: Path, cache_dir: Path) -> None:
-    """Fill the cache for the workers to read; a model LiteRT cannot run is left to them."""
+    """Fill the cache for the workers to read; a model LiteRT cannot run is left to them.
+
+    Without LiteRT or a usable cache the workers could not read the result: nothing to do."""
+    if not _litert_installed() or not compile_cache.usable(cache_dir):
+        return
     with contextlib.suppress(_NotConvertibleError):
-        compiled(version_dir, _compile_in_child, cache_dir)
+        compile_cache.compiled(version_dir, _compile_in_child, cache_dir)
+
+
+def _litert_installed() -> bool:
+    return importlib.util.find_spec("ai_edge_litert") is not None
 
 
 def _compile_in_child(version_dir: Path, output: Path) -> None:
@@ -128,9 +136,9 @@ def _compile_in_child(version_dir: Path, output: Path) -> None:
 def _load_litert(
     version_dir: Path, num_classes: int, threads: int, cache_dir: Path | None
 ) -> LiteRTRunner:
-    if importlib.util.find_spec("ai_edge_litert") is None:
+    if not _litert_installed():
         raise _NotConvertibleError("ai-edge-litert is not installed on this platform")
-    flatbuffer = compiled(version_dir, _compile_in_child, cache_dir)
+    flatbuffer = compile_cache.compiled(version_dir, _compile_in_child, cache_dir)
     try:
         runner = LiteRTRunner(flatbuffer, threads=threads)
     except (ValueError, RuntimeError) as error:

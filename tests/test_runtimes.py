@@ -145,3 +145,19 @@ def test_without_litert_installed_the_model_runs_on_tensorflow(monkeypatch, capl
         model = load_model(COMMITTED_MODEL, Runtime.LITERT)
     assert model.runtime is Runtime.TENSORFLOW
     assert "ai-edge-litert is not installed" in caplog.text
+
+
+def test_precompiling_without_a_usable_cache_leaves_the_compile_to_the_workers(
+    monkeypatch, tmp_path: Path
+):
+    marker = tmp_path / "compiled"
+    # A stand-in compiler: writes an (empty) output and leaves a marker that it ran.
+    script = f"import sys; open(sys.argv[-1], 'wb'); open({str(marker)!r}, 'w')"
+    monkeypatch.setattr(runtimes, "COMPILE_COMMAND", [sys.executable, "-c", script])
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    runtimes.precompile(COMMITTED_MODEL, shared)
+    assert not marker.exists()  # Its result could not have been cached for the workers.
+    runtimes.precompile(COMMITTED_MODEL, tmp_path / "private")
+    assert marker.exists()

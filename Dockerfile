@@ -32,7 +32,7 @@ RUN install -d -m 700 -o 10001 -g 10001 /srv/cache
 USER 10001:10001
 # Compile the committed model to LiteRT now, so the container starts without TensorFlow.
 RUN python -c "from app.config import Settings; from app.models import load_model, resolve_version_dir; \
-s = Settings(); load_model(resolve_version_dir(s.model_dir), cache_dir=s.compile_cache_dir)"
+s = Settings(); load_model(resolve_version_dir(s.model_dir), s)"
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-m", "app.healthcheck"]

@@ -11,9 +11,11 @@ from typing import Any
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
+from app import litert_runtime
 from app.config import Settings
-from app.models import ModelLoadError, read_metadata, resolve_version_dir
-from app.runtimes import Runtime, precompile
+from app.model_format import ModelLoadError, read_metadata
+from app.models import resolve_version_dir
+from app.runtimes import Runtime
 
 logger = logging.getLogger("app")
 
@@ -30,8 +32,8 @@ def preflight(settings: Settings) -> None:
     (a failing worker would otherwise be restarted forever), and compile it for the workers."""
     version_dir = resolve_version_dir(settings.model_dir, settings.model_version)
     read_metadata(version_dir)
-    if Runtime(settings.runtime) is Runtime.LITERT:
-        precompile(version_dir, settings.compile_cache_dir)
+    if settings.runtime is Runtime.LITERT:
+        litert_runtime.precompile(version_dir, settings.compile_cache_dir)
 
 
 def main() -> None:

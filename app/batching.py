@@ -66,12 +66,6 @@ class MicroBatcher(Generic[Item, Result]):
         self._arrival = asyncio.Event()
         self._executor: ThreadPoolExecutor | None = None
         self._task: asyncio.Task[None] | None = None
-        self.batches_run = 0
-        self.items_run = 0
-
-    @property
-    def queue_size(self) -> int:
-        return len(self._queue)
 
     async def __aenter__(self) -> MicroBatcher[Item, Result]:
         self.start()
@@ -177,8 +171,6 @@ class MicroBatcher(Generic[Item, Result]):
                     pending.future.set_exception(failure)
             return
         finished = time.perf_counter()
-        self.batches_run += 1
-        self.items_run += len(batch)
         for pending, result in zip(batch, results, strict=True):
             if not pending.future.done():
                 pending.future.set_result(

@@ -9,6 +9,8 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.compile_cache import default_cache_dir
+from app.preprocess import DEFAULT_MAX_PIXELS
+from app.runtimes import Runtime
 
 DEFAULT_MODEL_BASE_DIR = Path(__file__).resolve().parent.parent / "model" / "export"
 MiB = 1024 * 1024
@@ -24,16 +26,16 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    # Worker processes, each with its own event loop and model (~100 MB): 2 measured fastest on
-    # 2 cores (the event loop, not the model, is the bottleneck); about one per core.
+    # Worker processes, each with its own event loop and model: the event loop, not the model,
+    # is the bottleneck, so about one per core (the README's benchmark compares 1 and 2).
     workers: int = Field(2, ge=1, le=32)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     access_log: bool = False
 
     # Micro-batching: a lone request goes straight to the model; under load, requests that
     # arrive while the model is busy are grouped, up to max_batch_size images. A batch of
-    # several may wait up to batch_timeout_ms for more; 0 (measured best on 2 cores, 5-15%
-    # more req/s than 1 ms at c=16..256) takes just what queued while the model was busy.
+    # several may wait up to batch_timeout_ms for more; 0 (measured best, see the README) takes
+    # just what queued while the model was busy.
     max_batch_size: int = Field(64, ge=1, le=1024)
     batch_timeout_ms: float = Field(0.0, ge=0, le=1000)
     max_queue_size: int = Field(512, ge=1)
@@ -43,16 +45,15 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(10 * MiB, ge=1024)
     max_batch_upload_bytes: int = Field(64 * MiB, ge=1024)
     max_batch_files: int = Field(64, ge=1, le=1024)
-    max_image_pixels: int = Field(50_000_000, ge=784)
+    max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=784)
 
     # What runs the model: LiteRT compiled from the SavedModel at start-up (checked against it,
     # falling back to TensorFlow when it cannot match), or the SavedModel's TensorFlow signature.
-    runtime: Literal["litert", "tensorflow"] = "litert"
+    runtime: Runtime = Runtime.LITERT
     # Where compiled LiteRT models are kept between starts; must be writable by this user only.
     compile_cache_dir: Path = Field(default_factory=default_cache_dir)
     # Threads one model call may use (LiteRT, or TensorFlow's intra-op pool), and image threads,
-    # sized for a small CPU box. One model thread per worker: the workers already fill the
-    # cores, and a second thread per worker measured no faster at c=64 (more contention).
+    # sized for a small CPU box. One model thread per worker: the workers already fill the cores.
     inference_threads: int = Field(1, ge=1, le=256)
     tf_inter_op_threads: int = Field(1, ge=0, le=256)
     preprocess_threads: int = Field(2, ge=1, le=64)

@@ -1,28 +1,28 @@
-"""Find model versions on disk, read their metadata, load one, serve it.
+"""Find model versions on disk, load one, and hold the one being served.
 
 TensorFlow is not imported here: `app.runtimes` decides what executes the model.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from app.preprocess import OUTPUT_SIDE, PreprocessingProfile
-
-if TYPE_CHECKING:
-    from app.runtimes import Runtime
-
-SIGNATURE_NAME = "serving_default"
-
-
-class ModelLoadError(Exception):
-    """The model directory is missing, incomplete or not a usable classifier."""
+from app.config import Settings
+from app.model_format import (
+    INPUT_SIDE,
+    ModelLoadError,
+    PreprocessingProfile,
+    Runner,
+    labels_of,
+    profile_of,
+    read_metadata,
+)
+from app.runtimes import Runtime, load_runner
 
 
 @dataclass(frozen=True, eq=False)
@@ -36,7 +36,7 @@ class LoadedModel:
     profile: PreprocessingProfile
     metadata: dict[str, Any]
     runtime: Runtime
-    _run: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+    _run: Runner = field(repr=False)
 
     def predict_batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """(N, 28, 28) images -> (N, classes) probabilities. Blocking: call it off the loop."""
@@ -45,7 +45,7 @@ class LoadedModel:
     def warm_up(self, batch_sizes: Iterable[int]) -> None:
         """Run every batch size once so the first real requests do not pay for set-up."""
         for size in batch_sizes:
-            self.predict_batch([np.zeros((OUTPUT_SIDE, OUTPUT_SIDE), np.float32)] * size)
+            self.predict_batch([np.zeros((INPUT_SIDE, INPUT_SIDE), np.float32)] * size)
 
 
 def available_versions(model_dir: Path) -> list[int]:
@@ -68,87 +68,44 @@ def resolve_version_dir(model_dir: Path, version: int | None = None) -> Path:
     return model_dir / str(version)
 
 
-def load_model(
-    version_dir: Path,
-    runtime: Runtime | None = None,
-    *,
-    threads: int = 2,
-    inter_op_threads: int = 1,
-    cache_dir: Path | None = None,
-) -> LoadedModel:
-    """Load and check a version; LiteRT (the default) falls back to TensorFlow if it must.
-
-    `cache_dir` keeps compiled LiteRT models across starts (see `app.compile_cache`).
-    """
-    from app.runtimes import Runtime, load_runner
-
+def load_model(version_dir: Path, settings: Settings) -> LoadedModel:
+    """Load and check a version with the settings' runtime, threads and compile cache."""
     metadata = read_metadata(version_dir)
-    labels = tuple(str(label) for label in metadata["labels"])
+    labels = labels_of(metadata)
     runtime, run = load_runner(
         version_dir,
-        runtime or Runtime.LITERT,
+        settings.runtime,
         num_classes=len(labels),
-        threads=threads,
-        inter_op_threads=inter_op_threads,
-        cache_dir=cache_dir,
+        threads=settings.inference_threads,
+        inter_op_threads=settings.tf_inter_op_threads,
+        cache_dir=settings.compile_cache_dir,
     )
     return LoadedModel(
         name=str(metadata.get("name", version_dir.parent.name)),
         version=int(version_dir.name),
         path=version_dir,
         labels=labels,
-        profile=PreprocessingProfile(metadata.get("preprocessing", "mnist")),
+        profile=profile_of(metadata),
         metadata=metadata,
         runtime=runtime,
         _run=run,
     )
 
 
-def read_metadata(version_dir: Path) -> dict[str, Any]:
-    path = version_dir / "metadata.json"
-    try:
-        metadata = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ModelLoadError(f"{path} is missing") from None
-    except (OSError, ValueError) as error:
-        raise ModelLoadError(f"{path} is not valid JSON: {error}") from None
-    labels = metadata.get("labels") if isinstance(metadata, dict) else None
-    if not isinstance(labels, list) or len(labels) < 2:
-        raise ModelLoadError(f"{path} must list at least two class labels under 'labels'")
-    try:
-        PreprocessingProfile(metadata.get("preprocessing", "mnist"))
-    except ValueError:
-        raise ModelLoadError(
-            f"{path}: unknown preprocessing {metadata['preprocessing']!r}"
-        ) from None
-    return dict(metadata)
-
-
-def check_model_io(
-    version_dir: Path,
-    *,
-    input_shape: Sequence[int | None],
-    input_is_float32: bool,
-    output_shape: Sequence[int | None],
-    num_classes: int,
-) -> None:
-    """The model must take float32 (N, 28, 28, 1) and give one probability per label."""
-    if not input_is_float32 or list(input_shape)[1:] != [OUTPUT_SIDE, OUTPUT_SIDE, 1]:
-        raise ModelLoadError(
-            f"{version_dir}: input is {list(input_shape)}, not float32 (None, 28, 28, 1)"
-        )
-    if list(output_shape)[1:] != [num_classes]:
-        raise ModelLoadError(
-            f"{version_dir}: output is {list(output_shape)}, but metadata.json lists "
-            f"{num_classes} labels"
-        )
-
-
 class ModelRegistry:
-    """Holds the model being served; the one place a new version would be swapped in."""
+    """The model being served and the versions on disk beside it.
 
-    def __init__(self, model: LoadedModel) -> None:
+    `predict_batch` reads `current` once per batch and returns the model with every row, so a
+    later swap of `current` (hot reload) can never mix two versions within one batch or answer
+    a request with a version it did not come from.
+    """
+
+    def __init__(self, model_dir: Path, model: LoadedModel) -> None:
+        self.model_dir = model_dir
         self.current = model
+
+    def versions_on_disk(self) -> list[int]:
+        return available_versions(self.model_dir)
 
     def predict_batch(self, images: Sequence[np.ndarray]) -> list[tuple[LoadedModel, np.ndarray]]:
         model = self.current

@@ -14,14 +14,13 @@ The output is float32 in [0, 255]; the exported model does its own scaling.
 from __future__ import annotations
 
 import io
-from enum import StrEnum
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from app.errors import BlankImageError, ImageTooLargeError, InvalidImageError
+from app.model_format import INPUT_SIDE, PreprocessingProfile
 
-OUTPUT_SIDE = 28
 MNIST_BOX_SIDE = 20
 DEFAULT_MAX_PIXELS = 50_000_000
 # Large images are shrunk to this many pixels on their longer side before any array work: plenty
@@ -35,14 +34,9 @@ SUPPORTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "DIB", "WEBP", "TIFF")
 MIN_INK_CONTRAST = 24
 _HIGH_BIT_DEPTH_MODES = frozenset({"I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
-# Where an orientation can be recorded besides TIFF tags; reading it costs ~8 us, so images
-# that carry none of these skip it.
+# Where an orientation can be recorded besides TIFF tags; reading it costs more than decoding a
+# small PNG, so images that carry none of these skip it.
 _ORIENTATION_METADATA = frozenset({"exif", "xmp", "XML:com.adobe.xmp", "Raw profile type exif"})
-
-
-class PreprocessingProfile(StrEnum):
-    MNIST = "mnist"
-    FIT = "fit"
 
 
 def preprocess(
@@ -173,10 +167,10 @@ def _already_like_mnist(gray: np.ndarray) -> bool:
     """28x28, light ink on a black frame, ink box 20 px, centred by mass: MNIST's own format.
 
     Such an image would come out of the full pipeline unchanged (to within a gray level), so it
-    skips it: the common case of a client sending MNIST-style digits costs a few microseconds.
+    skips it: the common case of a client sending MNIST-style digits stays cheap.
     Everything is read off the row and column sums (pixels are never negative).
     """
-    if gray.shape != (OUTPUT_SIDE, OUTPUT_SIDE):
+    if gray.shape != (INPUT_SIDE, INPUT_SIDE):
         return False
     row_sums, column_sums = gray.sum(axis=1), gray.sum(axis=0)
     if row_sums[:2].any() or row_sums[-2:].any() or column_sums[:2].any() or column_sums[-2:].any():
@@ -187,7 +181,7 @@ def _already_like_mnist(gray: np.ndarray) -> bool:
     if float(gray.max()) < 255 - MIN_INK_CONTRAST:  # Faint ink still needs stretching.
         return False
     row_centre, column_centre = _centre_of_mass_from_sums(row_sums, column_sums)
-    return abs(row_centre - OUTPUT_SIDE / 2) <= 1 and abs(column_centre - OUTPUT_SIDE / 2) <= 1
+    return abs(row_centre - INPUT_SIDE / 2) <= 1 and abs(column_centre - INPUT_SIDE / 2) <= 1
 
 
 def _light_on_dark(gray: np.ndarray) -> np.ndarray:
@@ -349,17 +343,17 @@ def _border(image: np.ndarray) -> np.ndarray:
 def _place_by_centre_of_mass(glyph: np.ndarray) -> np.ndarray:
     height, width = glyph.shape
     row_centre, column_centre = _centre_of_mass(glyph)
-    half = OUTPUT_SIDE / 2
-    top = min(max(round(half - row_centre), 0), OUTPUT_SIDE - height)
-    left = min(max(round(half - column_centre), 0), OUTPUT_SIDE - width)
-    canvas = np.zeros((OUTPUT_SIDE, OUTPUT_SIDE), dtype=np.float32)
+    half = INPUT_SIDE / 2
+    top = min(max(round(half - row_centre), 0), INPUT_SIDE - height)
+    left = min(max(round(half - column_centre), 0), INPUT_SIDE - width)
+    canvas = np.zeros((INPUT_SIDE, INPUT_SIDE), dtype=np.float32)
     canvas[top : top + height, left : left + width] = glyph
     return canvas
 
 
 def _letterbox(gray: np.ndarray) -> np.ndarray:
     height, width = gray.shape
-    scale = OUTPUT_SIDE / max(height, width)
+    scale = INPUT_SIDE / max(height, width)
     new_width, new_height = max(1, round(width * scale)), max(1, round(height * scale))
     resized = np.asarray(
         Image.fromarray(gray.astype(np.float32)).resize(
@@ -369,7 +363,7 @@ def _letterbox(gray: np.ndarray) -> np.ndarray:
         dtype=np.float32,
     )
     border = _border(resized)
-    canvas = np.full((OUTPUT_SIDE, OUTPUT_SIDE), float(np.median(border)), dtype=np.float32)
-    top, left = (OUTPUT_SIDE - new_height) // 2, (OUTPUT_SIDE - new_width) // 2
+    canvas = np.full((INPUT_SIDE, INPUT_SIDE), float(np.median(border)), dtype=np.float32)
+    top, left = (INPUT_SIDE - new_height) // 2, (INPUT_SIDE - new_width) // 2
     canvas[top : top + new_height, left : left + new_width] = resized
     return np.clip(canvas, 0, 255)

@@ -1,31 +1,19 @@
-"""Everything that needs TensorFlow: running the SavedModel's signature, and compiling it to
-LiteRT with a check that the compiled model gives the same probabilities.
+"""Running a version's SavedModel signature with TensorFlow itself.
 
-The service imports this only when it runs the model with TensorFlow. Compiling happens in a
-child process, `python -m app.tensorflow_runtime compile VERSION_DIR OUTPUT`, so a service that
-serves through LiteRT never holds TensorFlow's ~550 MB in memory.
+Imported only when TensorFlow is asked for, when LiteRT cannot be trusted with a version, and by
+the compiling child (`app.compile_litert`): TensorFlow is most of a serving process's memory.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from app.models import SIGNATURE_NAME, ModelLoadError, check_model_io, read_metadata
-from app.runtimes import (
-    AGREEMENT_ATOL,
-    EXIT_INVALID_MODEL,
-    EXIT_NOT_CONVERTIBLE,
-    LiteRTRunner,
-    Runner,
-    probe_batch,
-)
+from app.model_format import SIGNATURE_NAME, ModelLoadError, Runner, check_model_io
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf
@@ -71,39 +59,9 @@ def load_signature(version_dir: Path, num_classes: int) -> Runner:
     return run
 
 
-def compile_to_litert(version_dir: Path) -> bytes:
-    """The serving signature as a LiteRT flatbuffer, checked against TensorFlow on a probe."""
-    metadata = read_metadata(version_dir)
-    reference = load_signature(version_dir, len(metadata["labels"]))
+def convert_to_litert(version_dir: Path) -> bytes:
+    """The serving signature converted to a LiteRT flatbuffer (unchecked)."""
     converter = tf.lite.TFLiteConverter.from_saved_model(
         str(version_dir), signature_keys=[SIGNATURE_NAME]
     )
-    flatbuffer = bytes(converter.convert())
-    probe = probe_batch()
-    compiled = LiteRTRunner(flatbuffer, threads=1)
-    difference = float(np.abs(compiled(probe) - reference(probe)).max())
-    if not difference <= AGREEMENT_ATOL:
-        raise ValueError(f"LiteRT's probabilities differ from TensorFlow's by {difference:.2g}")
-    return flatbuffer
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Compile a SavedModel version to LiteRT.")
-    parser.add_argument("command", choices=["compile"])
-    parser.add_argument("version_dir", type=Path)
-    parser.add_argument("output", type=Path)
-    args = parser.parse_args(argv)
-    configure_threads(1, 1)
-    try:
-        args.output.write_bytes(compile_to_litert(args.version_dir))
-    except ModelLoadError as error:
-        print(error, file=sys.stderr)
-        return EXIT_INVALID_MODEL
-    except Exception as error:  # The converter raises many types; all mean "not convertible".
-        print(f"{type(error).__name__}: {error}", file=sys.stderr)
-        return EXIT_NOT_CONVERTIBLE
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return bytes(converter.convert())

@@ -365,6 +365,7 @@ def micro_benchmarks(payloads: list[Payload]) -> dict[str, float]:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
 
+    from app.config import Settings
     from app.models import load_model
     from app.preprocess import preprocess
     from app.runtimes import Runtime
@@ -378,7 +379,8 @@ def micro_benchmarks(payloads: list[Payload]) -> dict[str, float]:
             count += 1
         results[f"preprocess {payload.name} (ms)"] = (time.perf_counter() - began) / count * 1000
     for runtime in Runtime:
-        model = load_model(REPO / "model" / "export" / "mnist" / "1", runtime, threads=2)
+        settings = Settings(runtime=runtime, inference_threads=2)
+        model = load_model(REPO / "model" / "export" / "mnist" / "1", settings)
         for size in (1, 8, 32, 64, 128):
             batch = [np.zeros((28, 28), np.float32)] * size
             model.predict_batch(batch)

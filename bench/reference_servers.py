@@ -68,12 +68,13 @@ def seed_app(model_dir: Path) -> FastAPI:
 
 
 def unbatched_app(model_dir: Path) -> FastAPI:
+    from app.config import Settings
     from app.models import load_model
     from app.preprocess import preprocess
     from app.runtimes import Runtime
 
     # As the issue defines it: the SavedModel's TensorFlow signature, called per request.
-    model = load_model(model_dir, Runtime.TENSORFLOW)
+    model = load_model(model_dir, Settings(runtime=Runtime.TENSORFLOW))
     app = FastAPI()
 
     @app.post("/predict")

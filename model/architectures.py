@@ -12,7 +12,8 @@ from typing import Any
 import keras
 from keras import layers, ops
 
-INPUT_SHAPE = (28, 28, 1)
+from app.model_format import INPUT_NAME, INPUT_SHAPE
+
 PIXEL_SCALE = 1 / 255
 
 
@@ -53,7 +54,7 @@ def build_seed(num_classes: int = 10) -> keras.Model:
     """The seed design, layer for layer: the reference every figure is compared with."""
     return keras.Sequential(
         [
-            keras.Input(shape=INPUT_SHAPE, name="image"),
+            keras.Input(shape=INPUT_SHAPE, name=INPUT_NAME),
             layers.Rescaling(PIXEL_SCALE),
             layers.Conv2D(32, 3, activation="relu"),
             layers.MaxPooling2D(2),
@@ -100,7 +101,7 @@ def build_default(num_classes: int = 10) -> keras.Model:
 
     return keras.Sequential(
         [
-            keras.Input(shape=INPUT_SHAPE, name="image"),
+            keras.Input(shape=INPUT_SHAPE, name=INPUT_NAME),
             layers.Rescaling(PIXEL_SCALE),
             *conv_block(32),
             *conv_block(64),

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from app.errors import InvalidImageError
-from app.preprocess import PreprocessingProfile, preprocess
+from app.model_format import PreprocessingProfile
+from app.preprocess import preprocess
 
 DIGIT_CLASSES = [str(digit) for digit in range(10)]
 FASHION_CLASSES = [

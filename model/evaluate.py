@@ -8,16 +8,12 @@ Prints the overall and per-class accuracy and the confusion matrix.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import numpy as np
-import tensorflow as tf
 
-from app.preprocess import PreprocessingProfile
+from app import tensorflow_runtime
+from app.model_format import labels_of, profile_of, read_metadata
 from model.data import load_dataset
 from model.report import confusion_matrix, format_report
 
@@ -26,13 +22,12 @@ BATCH_SIZE = 1000
 
 def predict(model_dir: Path, images: np.ndarray) -> np.ndarray:
     """Class probabilities from the SavedModel's serving signature, for uint8 (N, 28, 28)."""
-    serve = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
-    outputs = []
-    for start in range(0, len(images), BATCH_SIZE):
-        batch = images[start : start + BATCH_SIZE].astype(np.float32)[..., np.newaxis]
-        result = serve(image=tf.constant(batch))
-        outputs.append(next(iter(result.values())).numpy())
-    return np.concatenate(outputs)
+    serve = tensorflow_runtime.load_signature(model_dir, len(labels_of(read_metadata(model_dir))))
+    batches = [
+        serve(images[start : start + BATCH_SIZE].astype(np.float32)[..., np.newaxis])
+        for start in range(0, len(images), BATCH_SIZE)
+    ]
+    return np.concatenate(batches)
 
 
 def main(argv: list[str] | None = None) -> float:
@@ -42,18 +37,19 @@ def main(argv: list[str] | None = None) -> float:
     parser.add_argument("--dataset", help="override the dataset named in metadata.json")
     args = parser.parse_args(argv)
 
-    metadata = json.loads((args.model_dir / "metadata.json").read_text())
+    metadata = read_metadata(args.model_dir)
+    labels = labels_of(metadata)
     dataset = load_dataset(
         args.dataset or metadata["dataset"],
         args.data,
-        profile=PreprocessingProfile(metadata["preprocessing"]),
+        profile=profile_of(metadata),
         seed=metadata.get("seed", 0),
     )
     probabilities = predict(args.model_dir, dataset.x_test)
-    matrix = confusion_matrix(dataset.y_test, probabilities.argmax(axis=1), len(metadata["labels"]))
+    matrix = confusion_matrix(dataset.y_test, probabilities.argmax(axis=1), len(labels))
     print(f"Model: {metadata['name']} version {metadata['version']} ({args.model_dir})")
     print(f"Test set: {dataset.name}, {len(dataset.x_test)} images\n")
-    print(format_report(matrix, metadata["labels"]))
+    print(format_report(matrix, labels))
     return float(np.trace(matrix) / matrix.sum())
 
 

@@ -26,19 +26,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from app.preprocess import PreprocessingProfile
-from model.architectures import (
-    ARCHITECTURES,
-    INPUT_SHAPE,
-    PIXEL_SCALE,
-    build_augmentation,
-    inference_flops,
-)
+from app.model_format import INPUT_NAME, INPUT_SHAPE, PreprocessingProfile
+from model.architectures import ARCHITECTURES, PIXEL_SCALE, build_augmentation, inference_flops
 from model.data import Dataset, load_dataset
 from model.report import confusion_matrix, save_confusion_matrix, save_training_curves
 
 DEFAULT_OUT = Path(__file__).parent / "export"
-INPUT_NAME = "image"
 
 
 @dataclass(frozen=True)
@@ -270,7 +263,7 @@ def export_saved_model(model: keras.Model, export_dir: Path) -> None:
     model.export(
         str(export_dir),
         format="tf_saved_model",
-        input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32, name=INPUT_NAME)],
+        input_signature=[tf.TensorSpec([None, *INPUT_SHAPE], tf.float32, name=INPUT_NAME)],
         verbose=False,
     )
 
@@ -297,7 +290,7 @@ def build_metadata(
         "input": {
             "name": INPUT_NAME,
             "dtype": "float32",
-            "shape": [None, 28, 28, 1],
+            "shape": [None, *INPUT_SHAPE],
             "pixel_range": [0, 255],
             "polarity": "light ink on a dark background",
             "scaling": f"inside the model: x * {PIXEL_SCALE!r} (1/255)",

@@ -23,6 +23,12 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="session")
+def compile_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One compile cache for the session's models, so tests never touch the user's own."""
+    return tmp_path_factory.mktemp("compile-cache")
+
+
+@pytest.fixture(scope="session")
 def full_mnist() -> Path:
     if not SHARED_MNIST.exists():
         pytest.skip(

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from app.config import Settings
 from app.models import load_model
 from app.runtimes import Runtime
 from model import evaluate
@@ -33,9 +34,9 @@ def test_committed_model_is_small_and_complete(metadata):
     assert float(metadata["test_accuracy"]) >= REQUIRED_ACCURACY  # type: ignore[arg-type]
 
 
-def test_accuracy_on_committed_test_digits(digits):
+def test_accuracy_on_committed_test_digits(digits, compile_cache_dir):
     images, labels = digits
-    model = load_model(COMMITTED_MODEL)
+    model = load_model(COMMITTED_MODEL, Settings(compile_cache_dir=compile_cache_dir))
     predictions = model.predict_batch(list(images.astype(np.float32))).argmax(axis=1)
     assert np.mean(predictions == labels) >= 0.99
 
@@ -49,10 +50,12 @@ def test_accuracy_on_the_full_official_test_set(full_mnist, metadata, capsys):
 
 
 @pytest.mark.mnist
-def test_the_served_runtime_scores_the_same_on_the_full_test_set(full_mnist, metadata):
+def test_the_served_runtime_scores_the_same_on_the_full_test_set(
+    full_mnist, metadata, compile_cache_dir
+):
     with np.load(full_mnist) as data:
         images, labels = data["x_test"].astype(np.float32), data["y_test"]
-    model = load_model(COMMITTED_MODEL)
+    model = load_model(COMMITTED_MODEL, Settings(compile_cache_dir=compile_cache_dir))
     assert model.runtime is Runtime.LITERT
     predictions = np.concatenate(
         [model.predict_batch(list(images[start : start + 500])) for start in range(0, 10_000, 500)]

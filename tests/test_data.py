@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.preprocess import PreprocessingProfile
+from app.model_format import PreprocessingProfile
 from model.data import (
     DIGIT_CLASSES,
     IDX_FILES,

@@ -8,7 +8,8 @@ from PIL import Image
 
 from app import preprocess as preprocess_module
 from app.errors import BlankImageError, ImageTooLargeError, InvalidImageError
-from app.preprocess import OUTPUT_SIDE, PreprocessingProfile, open_image, preprocess
+from app.model_format import INPUT_SIDE, PreprocessingProfile
+from app.preprocess import open_image, preprocess
 from tests.imaging import canvas_drawing, encode, paper_photo, png, similarity
 
 FORMATS = [
@@ -44,7 +45,7 @@ def test_mnist_digits_pass_through_essentially_unchanged(digits: tuple[np.ndarra
 
 
 def test_output_is_float32_28x28_in_pixel_range(reference: np.ndarray):
-    assert reference.shape == (OUTPUT_SIDE, OUTPUT_SIDE)
+    assert reference.shape == (INPUT_SIDE, INPUT_SIDE)
     assert reference.dtype == np.float32
     assert reference.min() >= 0
     assert reference.max() == pytest.approx(255, abs=1)

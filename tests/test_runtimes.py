@@ -14,20 +14,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app import runtimes
-from app.models import LoadedModel, ModelLoadError, load_model
+from app import compile_litert, litert_runtime
+from app.config import Settings
+from app.model_format import ModelLoadError
+from app.models import LoadedModel, load_model
 from app.runtimes import Runtime
 from tests.conftest import COMMITTED_MODEL
 
 
-@pytest.fixture(scope="module")
-def litert_model() -> LoadedModel:
-    return load_model(COMMITTED_MODEL, Runtime.LITERT)
+def settings(cache_dir: Path, runtime: Runtime = Runtime.LITERT) -> Settings:
+    return Settings(runtime=runtime, compile_cache_dir=cache_dir)
 
 
 @pytest.fixture(scope="module")
-def tensorflow_model() -> LoadedModel:
-    return load_model(COMMITTED_MODEL, Runtime.TENSORFLOW)
+def litert_model(compile_cache_dir: Path) -> LoadedModel:
+    return load_model(COMMITTED_MODEL, settings(compile_cache_dir))
+
+
+@pytest.fixture(scope="module")
+def tensorflow_model(compile_cache_dir: Path) -> LoadedModel:
+    return load_model(COMMITTED_MODEL, settings(compile_cache_dir, Runtime.TENSORFLOW))
 
 
 def test_litert_is_the_default_and_matches_tensorflow(litert_model, tensorflow_model, digits):
@@ -63,10 +69,12 @@ def test_concurrent_callers_each_get_their_own_rows(litert_model, digits):
             np.testing.assert_allclose(rows, expected[start : start + len(rows)], atol=1e-6)
 
 
-def test_serving_through_litert_never_imports_tensorflow():
+def test_serving_through_litert_never_imports_tensorflow(tmp_path: Path):
     script = (
-        "import sys; from pathlib import Path; from app.models import load_model; "
-        f"model = load_model(Path({str(COMMITTED_MODEL)!r})); "
+        "import sys; from pathlib import Path; from app.config import Settings; "
+        "from app.models import load_model; "
+        f"settings = Settings(compile_cache_dir=Path({str(tmp_path)!r})); "
+        f"model = load_model(Path({str(COMMITTED_MODEL)!r}), settings); "
         "print(model.runtime, 'tensorflow' in sys.modules)"
     )
     result = subprocess.run(
@@ -75,27 +83,25 @@ def test_serving_through_litert_never_imports_tensorflow():
     assert result.stdout.split() == ["litert", "False"]
 
 
-def test_a_failed_conversion_falls_back_to_tensorflow(monkeypatch, caplog, digits):
+def test_a_failed_conversion_falls_back_to_tensorflow(monkeypatch, caplog, digits, tmp_path):
     failing = [sys.executable, "-c", "import sys; sys.exit('ConverterError: op not supported')"]
-    monkeypatch.setattr(runtimes, "COMPILE_COMMAND", failing)
+    monkeypatch.setattr(litert_runtime, "COMPILE_COMMAND", failing)
     with caplog.at_level(logging.WARNING, logger="app.runtimes"):
-        model = load_model(COMMITTED_MODEL, Runtime.LITERT)
+        model = load_model(COMMITTED_MODEL, settings(tmp_path))
     assert model.runtime is Runtime.TENSORFLOW
     assert "op not supported" in caplog.text
     assert model.predict_batch([digits[0][0].astype(np.float32)]).argmax() == digits[1][0]
 
 
 def test_a_conversion_that_changes_the_outputs_is_refused(monkeypatch, tmp_path):
-    from app import tensorflow_runtime
-
-    run = runtimes.LiteRTRunner.__call__
+    run = litert_runtime.LiteRTRunner.__call__
     monkeypatch.setattr(
-        runtimes.LiteRTRunner, "__call__", lambda self, batch: run(self, batch)[:, ::-1]
+        litert_runtime.LiteRTRunner, "__call__", lambda self, batch: run(self, batch)[:, ::-1]
     )
     with pytest.raises(ValueError, match="differ from TensorFlow's"):
-        tensorflow_runtime.compile_to_litert(COMMITTED_MODEL)
-    status = tensorflow_runtime.main(["compile", str(COMMITTED_MODEL), str(tmp_path / "m")])
-    assert status == runtimes.EXIT_NOT_CONVERTIBLE
+        compile_litert.compile_to_litert(COMMITTED_MODEL)
+    status = compile_litert.main([str(COMMITTED_MODEL), str(tmp_path / "m")])
+    assert status == litert_runtime.EXIT_NOT_CONVERTIBLE
 
 
 def test_a_broken_saved_model_is_a_load_error_not_a_fallback(tmp_path: Path):
@@ -104,16 +110,16 @@ def test_a_broken_saved_model_is_a_load_error_not_a_fallback(tmp_path: Path):
     (version_dir / "metadata.json").write_text('{"labels": ["a", "b"]}')
     (version_dir / "saved_model.pb").write_bytes(b"not a protobuf")
     with pytest.raises(ModelLoadError, match="not a loadable SavedModel"):
-        load_model(version_dir, Runtime.LITERT)
+        load_model(version_dir, settings(tmp_path / "cache"))
 
 
 def test_compiled_models_are_cached_per_version(monkeypatch, tmp_path: Path, digits):
     cache = tmp_path / "cache"
-    first = load_model(COMMITTED_MODEL, Runtime.LITERT, cache_dir=cache)
+    first = load_model(COMMITTED_MODEL, settings(cache))
     assert [path.suffix for path in cache.glob("*.tflite")] == [".tflite"]
     failing = [sys.executable, "-c", "import sys; sys.exit('must not compile again')"]
-    monkeypatch.setattr(runtimes, "COMPILE_COMMAND", failing)
-    second = load_model(COMMITTED_MODEL, Runtime.LITERT, cache_dir=cache)
+    monkeypatch.setattr(litert_runtime, "COMPILE_COMMAND", failing)
+    second = load_model(COMMITTED_MODEL, settings(cache))
     assert second.runtime is Runtime.LITERT
     images = list(digits[0][:8].astype(np.float32))
     np.testing.assert_array_equal(second.predict_batch(images), first.predict_batch(images))
@@ -121,7 +127,7 @@ def test_compiled_models_are_cached_per_version(monkeypatch, tmp_path: Path, dig
     changed = tmp_path / "mnist" / "1"
     shutil.copytree(COMMITTED_MODEL, changed)
     (changed / "metadata.json").write_text((changed / "metadata.json").read_text() + " ")
-    assert load_model(changed, Runtime.LITERT, cache_dir=cache).runtime is Runtime.TENSORFLOW
+    assert load_model(changed, settings(cache)).runtime is Runtime.TENSORFLOW
 
 
 def test_a_cache_others_can_write_to_is_not_used(tmp_path: Path, caplog):
@@ -129,12 +135,12 @@ def test_a_cache_others_can_write_to_is_not_used(tmp_path: Path, caplog):
     cache.mkdir(mode=0o777)
     cache.chmod(0o777)
     with caplog.at_level(logging.WARNING, logger="app.compile_cache"):
-        assert load_model(COMMITTED_MODEL, Runtime.LITERT, cache_dir=cache).runtime == "litert"
+        assert load_model(COMMITTED_MODEL, settings(cache)).runtime == "litert"
     assert "only this user can write to" in caplog.text
     assert not list(cache.iterdir())
 
 
-def test_without_litert_installed_the_model_runs_on_tensorflow(monkeypatch, caplog):
+def test_without_litert_installed_the_model_runs_on_tensorflow(monkeypatch, caplog, tmp_path):
     find_spec = importlib.util.find_spec
 
     def litert_missing(name: str, *args: object) -> object:
@@ -142,7 +148,7 @@ def test_without_litert_installed_the_model_runs_on_tensorflow(monkeypatch, capl
 
     monkeypatch.setattr(importlib.util, "find_spec", litert_missing)
     with caplog.at_level(logging.WARNING, logger="app.runtimes"):
-        model = load_model(COMMITTED_MODEL, Runtime.LITERT)
+        model = load_model(COMMITTED_MODEL, settings(tmp_path))
     assert model.runtime is Runtime.TENSORFLOW
     assert "ai-edge-litert is not installed" in caplog.text
 
@@ -153,11 +159,11 @@ def test_precompiling_without_a_usable_cache_leaves_the_compile_to_the_workers(
     marker = tmp_path / "compiled"
     # A stand-in compiler: writes an (empty) output and leaves a marker that it ran.
     script = f"import sys; open(sys.argv[-1], 'wb'); open({str(marker)!r}, 'w')"
-    monkeypatch.setattr(runtimes, "COMPILE_COMMAND", [sys.executable, "-c", script])
+    monkeypatch.setattr(litert_runtime, "COMPILE_COMMAND", [sys.executable, "-c", script])
     shared = tmp_path / "shared"
     shared.mkdir()
     shared.chmod(0o777)
-    runtimes.precompile(COMMITTED_MODEL, shared)
+    litert_runtime.precompile(COMMITTED_MODEL, shared)
     assert not marker.exists()  # Its result could not have been cached for the workers.
-    runtimes.precompile(COMMITTED_MODEL, tmp_path / "private")
+    litert_runtime.precompile(COMMITTED_MODEL, tmp_path / "private")
     assert marker.exists()

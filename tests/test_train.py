@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from app.config import Settings
 from app.models import load_model, resolve_version_dir
 from model import evaluate, train
 from model.architectures import build_default, build_seed, inference_flops
@@ -102,8 +103,8 @@ def test_metadata_describes_the_model(exported: Path):
         assert key in metadata, key
 
 
-def test_saved_model_signature_and_determinism(exported: Path, digits):
-    model = load_model(exported)
+def test_saved_model_signature_and_determinism(exported: Path, digits, compile_cache_dir: Path):
+    model = load_model(exported, Settings(compile_cache_dir=compile_cache_dir))
     images = [digit.astype(np.float32) for digit in digits[0][:5]]
     first = model.predict_batch(images)
     assert first.shape == (5, 10)
@@ -123,7 +124,9 @@ def test_evaluate_prints_a_report(exported: Path, tiny_npz: Path, capsys):
     assert accuracy == pytest.approx(metadata["test_accuracy"], abs=1e-6)
 
 
-def test_folder_dataset_trains_with_its_class_names(tmp_path: Path, digits):
+def test_folder_dataset_trains_with_its_class_names(
+    tmp_path: Path, digits, compile_cache_dir: Path
+):
     images, labels = digits
     for name, label in {"circle": 0, "stick": 1}.items():
         (tmp_path / "data" / name).mkdir(parents=True)
@@ -150,7 +153,8 @@ def test_folder_dataset_trains_with_its_class_names(tmp_path: Path, digits):
     assert exported.parent.name == "data"
     assert metadata["labels"] == ["circle", "stick"]
     assert metadata["preprocessing"] == "mnist"
-    assert load_model(exported).predict_batch([images[0].astype(np.float32)]).shape == (1, 2)
+    model = load_model(exported, Settings(compile_cache_dir=compile_cache_dir))
+    assert model.predict_batch([images[0].astype(np.float32)]).shape == (1, 2)
 
 
 def test_default_model_is_at_most_four_times_the_seed_flops():

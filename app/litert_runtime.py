@@ -1,0 +1,118 @@
+"""Running a version under LiteRT (XNNPACK), compiled from its SavedModel in a child process.
+
+The child (`python -m app.compile_litert`) imports TensorFlow, converts the serving signature and
+checks on a probe batch that both engines give the same probabilities; this side only reads the
+flatbuffer, so a process that serves through LiteRT never holds TensorFlow in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from app import compile_cache
+from app.model_format import INPUT_SHAPE, ModelLoadError, check_model_io
+
+# The two engines' probabilities differ by float rounding only; a difference near this
+# tolerance means the conversion changed the model.
+AGREEMENT_ATOL = 1e-4
+COMPILE_COMMAND = [sys.executable, "-m", "app.compile_litert"]
+COMPILE_TIMEOUT_S = 300
+# Exit statuses of the compiling child: the SavedModel itself is unusable / only conversion failed.
+EXIT_INVALID_MODEL = 2
+EXIT_NOT_CONVERTIBLE = 3
+
+
+class NotConvertibleError(Exception):
+    """LiteRT cannot run this version (the SavedModel itself may be fine)."""
+
+
+class LiteRTRunner:
+    """One LiteRT interpreter; calls are serialised because an interpreter is not thread-safe."""
+
+    def __init__(self, flatbuffer: bytes, *, threads: int) -> None:
+        from ai_edge_litert.interpreter import Interpreter  # Optional: not on every platform.
+
+        interpreter = Interpreter(model_content=flatbuffer, num_threads=threads)
+        signatures = interpreter.get_signature_list()
+        if len(signatures) != 1:
+            raise ValueError(f"expected one signature in the LiteRT model, got {list(signatures)}")
+        self._run = interpreter.get_signature_runner(next(iter(signatures)))
+        inputs, outputs = self._run.get_input_details(), self._run.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ValueError("expected one input and one output in the LiteRT model")
+        self._input_name, self.input_details = next(iter(inputs.items()))
+        self._output_name, self.output_details = next(iter(outputs.items()))
+        self._lock = threading.Lock()
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        with self._lock:
+            outputs = self._run(**{self._input_name: np.ascontiguousarray(batch)})
+            # Copied inside the lock: the next call may reuse the interpreter's output buffer.
+            return np.array(outputs[self._output_name], copy=True)
+
+
+def probe_batch() -> np.ndarray:
+    """Blank, saturated and noisy images: enough to expose a conversion that changed the maths."""
+    noise = np.random.default_rng(0).uniform(0, 255, (6, *INPUT_SHAPE))
+    edges = np.stack([np.zeros(INPUT_SHAPE), np.full(INPUT_SHAPE, 255.0)])
+    return np.concatenate([edges, noise]).astype(np.float32)
+
+
+def installed() -> bool:
+    return importlib.util.find_spec("ai_edge_litert") is not None
+
+
+def load(
+    version_dir: Path, *, num_classes: int, threads: int, cache_dir: Path | None
+) -> LiteRTRunner:
+    """The compiled version, from the cache or compiled now; `NotConvertibleError` if it cannot."""
+    if not installed():
+        raise NotConvertibleError("ai-edge-litert is not installed on this platform")
+    flatbuffer = compile_cache.compiled(version_dir, _compile_in_child, cache_dir)
+    try:
+        runner = LiteRTRunner(flatbuffer, threads=threads)
+    except (ValueError, RuntimeError) as error:
+        raise NotConvertibleError(str(error)) from None
+    check_model_io(
+        version_dir,
+        input_shape=[None, *runner.input_details["shape_signature"][1:]],
+        input_is_float32=runner.input_details["dtype"] == np.float32,
+        output_shape=[None, *runner.output_details["shape_signature"][1:]],
+        num_classes=num_classes,
+    )
+    return runner
+
+
+def precompile(version_dir: Path, cache_dir: Path) -> None:
+    """Fill the cache for the workers to read; a model LiteRT cannot run is left to them.
+
+    Without LiteRT or a usable cache the workers could not read the result: nothing to do."""
+    if not installed() or not compile_cache.usable(cache_dir):
+        return
+    with contextlib.suppress(NotConvertibleError):
+        compile_cache.compiled(version_dir, _compile_in_child, cache_dir)
+
+
+def _compile_in_child(version_dir: Path, output: Path) -> None:
+    try:
+        child = subprocess.run(
+            [*COMPILE_COMMAND, str(version_dir), str(output)],
+            capture_output=True,
+            text=True,
+            timeout=COMPILE_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise NotConvertibleError(f"compiling took over {COMPILE_TIMEOUT_S} s") from None
+    message = (child.stderr.strip().splitlines() or [f"exit status {child.returncode}"])[-1]
+    if child.returncode == EXIT_INVALID_MODEL:
+        raise ModelLoadError(message)
+    if child.returncode != 0:
+        raise NotConvertibleError(message)

@@ -1,0 +1,22 @@
+"""How the routers document their error responses (all share `ErrorResponse`'s shape)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.schemas import ErrorResponse
+
+ERROR_DESCRIPTIONS = {
+    400: "Not a decodable image, a blank one, or a malformed request.",
+    413: "The upload, or the image's pixel count, is over the limit.",
+    415: "Unsupported Content-Type.",
+    422: "A required field is missing or invalid.",
+    503: "Not ready, or overloaded (see Retry-After).",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {
+        status: {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS[status]}
+        for status in statuses
+    }

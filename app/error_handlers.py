@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 from http import HTTPStatus
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from app.errors import ServiceError
+from app.schemas import ErrorDetail, ErrorResponse
 
 logger = logging.getLogger(__name__)
 
@@ -19,12 +19,12 @@ logger = logging.getLogger(__name__)
 def error_response(
     status_code: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> Response:
-    body = orjson.dumps({"error": {"code": code, "message": message}})
+    body = ErrorResponse(error=ErrorDetail(code=code, message=message)).model_dump_json()
     return Response(body, status_code, headers=headers, media_type="application/json")
 
 
-def error_body(error: ServiceError) -> dict[str, str]:
-    return {"code": error.code, "message": error.message}
+def error_detail(error: ServiceError) -> ErrorDetail:
+    return ErrorDetail(code=error.code, message=error.message)
 
 
 def _http_code(status_code: int) -> str:

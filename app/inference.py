@@ -9,7 +9,6 @@ import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -27,27 +26,13 @@ ModelOutput = tuple[LoadedModel, np.ndarray]
 
 @dataclass(frozen=True, slots=True)
 class Classified:
+    """One image's probabilities, the model version that gave them, and where the time went."""
+
     model: LoadedModel
     probabilities: np.ndarray
     decode_s: float
     queue_s: float
     inference_s: float
-
-    def as_dict(self) -> dict[str, Any]:
-        labels = self.model.labels
-        best = int(self.probabilities.argmax())
-        return {
-            "label": labels[best],
-            "confidence": float(self.probabilities[best]),
-            "probabilities": dict(zip(labels, self.probabilities.tolist(), strict=True)),
-            "model": {"name": self.model.name, "version": self.model.version},
-        }
-
-    def server_timing(self) -> str:
-        return (
-            f"decode;dur={self.decode_s * 1000:.2f}, queue;dur={self.queue_s * 1000:.2f}, "
-            f"inference;dur={self.inference_s * 1000:.2f}"
-        )
 
 
 class InferenceService:

@@ -1,6 +1,7 @@
-"""Response bodies, as documented in the OpenAPI schema.
+"""Response bodies: routes build these models, so what is sent is what OpenAPI documents.
 
-The hot path serialises plain dicts with orjson; these models are the contract and its examples.
+Unknown fields are forbidden, so the schema says `additionalProperties: false` and a test that
+validates real bodies against it notices a field that drifted in or out.
 """
 
 from __future__ import annotations
@@ -12,12 +13,16 @@ from pydantic import BaseModel, ConfigDict, Field
 DIGITS = [str(digit) for digit in range(10)]
 
 
-class ModelRef(BaseModel):
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelRef(Strict):
     name: str = Field(examples=["mnist"])
     version: int = Field(examples=[1])
 
 
-class Prediction(BaseModel):
+class Prediction(Strict):
     label: str = Field(description="The most probable class name.", examples=["7"])
     confidence: float = Field(description="Its probability.", examples=[0.998])
     probabilities: dict[str, float] = Field(
@@ -27,16 +32,16 @@ class Prediction(BaseModel):
     model: ModelRef
 
 
-class ErrorDetail(BaseModel):
+class ErrorDetail(Strict):
     code: str = Field(description="Stable, machine-readable.", examples=["invalid_image"])
     message: str = Field(description="For humans.", examples=["Not a decodable image."])
 
 
-class ErrorResponse(BaseModel):
+class ErrorResponse(Strict):
     error: ErrorDetail
 
 
-class BatchItem(BaseModel):
+class BatchItem(Strict):
     """One file's outcome: a prediction, or the error that file alone caused."""
 
     filename: str | None = Field(examples=["seven.png"])
@@ -44,20 +49,20 @@ class BatchItem(BaseModel):
     error: ErrorDetail | None = None
 
 
-class BatchResponse(BaseModel):
+class BatchResponse(Strict):
     results: list[BatchItem]
 
 
-class Liveness(BaseModel):
+class Liveness(Strict):
     status: str = Field(examples=["alive"])
 
 
-class Readiness(BaseModel):
+class Readiness(Strict):
     status: str = Field(examples=["ready"])
     model: ModelRef
 
 
-class BatchingInfo(BaseModel):
+class BatchingInfo(Strict):
     max_batch_size: int
     batch_timeout_ms: float
     max_queue_size: int

@@ -3,32 +3,40 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from asgi_lifespan import LifespanManager
+from fastapi.testclient import TestClient
 from PIL import Image
 
 from app.config import Settings
 from app.main import create_app
-from app.models import ModelLoadError
-from tests.asgi_client import ASGIClient
+from app.model_format import ModelLoadError
 from tests.conftest import COMMITTED_MODEL_BASE
 from tests.imaging import canvas_drawing, encode, paper_photo, png
 
 pytestmark = pytest.mark.slow
 
 
-def make_settings(**overrides: object) -> Settings:
-    return Settings(model_base_dir=COMMITTED_MODEL_BASE, **overrides)  # type: ignore[arg-type]
+@pytest.fixture(scope="module")
+def make_settings(compile_cache_dir: Path):
+    def settings(**overrides: object) -> Settings:
+        return Settings(
+            model_base_dir=COMMITTED_MODEL_BASE,
+            compile_cache_dir=compile_cache_dir,
+            **overrides,  # type: ignore[arg-type]
+        )
+
+    return settings
 
 
 @pytest.fixture(scope="module")
-def client() -> Iterator[ASGIClient]:
-    with ASGIClient(create_app(make_settings(max_upload_bytes=200_000))) as test_client:
+def client(make_settings) -> Iterator[TestClient]:
+    with TestClient(create_app(make_settings(max_upload_bytes=200_000))) as test_client:
         yield test_client
 
 
@@ -41,17 +49,17 @@ def assert_error(response: httpx.Response, status: int, code: str) -> None:
     assert "Traceback" not in response.text
 
 
-def test_live(client: ASGIClient):
+def test_live(client: TestClient):
     assert client.get("/health/live").json() == {"status": "alive"}
 
 
-def test_ready(client: ASGIClient):
+def test_ready(client: TestClient):
     response = client.get("/health/ready")
     assert response.status_code == 200
     assert response.json() == {"status": "ready", "model": {"name": "mnist", "version": 1}}
 
 
-def test_model_metadata(client: ASGIClient):
+def test_model_metadata(client: TestClient):
     info = client.get("/model").json()
     assert info["name"] == "mnist"
     assert info["version"] == 1
@@ -65,7 +73,7 @@ def test_model_metadata(client: ASGIClient):
     assert info["limits"]["max_upload_bytes"] == 200_000
 
 
-def test_predict_multipart(client: ASGIClient, digits):
+def test_predict_multipart(client: TestClient, digits):
     images, labels = digits
     response = client.post("/predict", files={"file": ("digit.png", png(images[0]), "image/png")})
     assert response.status_code == 200
@@ -79,7 +87,7 @@ def test_predict_multipart(client: ASGIClient, digits):
 
 
 @pytest.mark.parametrize("content_type", ["image/png", "application/octet-stream", "image/x-foo"])
-def test_predict_raw_body(client: ASGIClient, digits, content_type):
+def test_predict_raw_body(client: TestClient, digits, content_type):
     images, labels = digits
     response = client.post(
         "/predict", content=png(images[1]), headers={"content-type": content_type}
@@ -88,14 +96,14 @@ def test_predict_raw_body(client: ASGIClient, digits, content_type):
     assert response.json()["label"] == str(labels[1])
 
 
-def test_raw_and_multipart_agree(client: ASGIClient, digits):
+def test_raw_and_multipart_agree(client: TestClient, digits):
     data = png(digits[0][2])
     raw = client.post("/predict", content=data, headers={"content-type": "image/png"}).json()
     form = client.post("/predict", files={"file": ("d.png", data, "image/png")}).json()
     assert raw == form
 
 
-def test_server_timing_header(client: ASGIClient, digits):
+def test_server_timing_header(client: TestClient, digits):
     response = client.post(
         "/predict", content=png(digits[0][3]), headers={"content-type": "image/png"}
     )
@@ -104,7 +112,7 @@ def test_server_timing_header(client: ASGIClient, digits):
         assert part in timing
 
 
-def test_fixture_digits_are_classified_correctly(client: ASGIClient, digits):
+def test_fixture_digits_are_classified_correctly(client: TestClient, digits):
     images, labels = digits
     predicted = [
         client.post("/predict", content=png(image), headers={"content-type": "image/png"}).json()[
@@ -116,7 +124,7 @@ def test_fixture_digits_are_classified_correctly(client: ASGIClient, digits):
     assert accuracy >= 0.98
 
 
-def test_real_world_uploads(client: ASGIClient, digits):
+def test_real_world_uploads(client: TestClient, digits):
     """A paper photo as JPEG and a transparent canvas drawing come out with the right label."""
     images, labels = digits
     hits = 0
@@ -129,7 +137,7 @@ def test_real_world_uploads(client: ASGIClient, digits):
     assert hits >= 38
 
 
-def test_batch_endpoint_reports_each_file(client: ASGIClient, digits):
+def test_batch_endpoint_reports_each_file(client: TestClient, digits):
     images, labels = digits
     files = [
         ("files", ("a.png", png(images[0]), "image/png")),
@@ -147,13 +155,13 @@ def test_batch_endpoint_reports_each_file(client: ASGIClient, digits):
     assert results[2]["prediction"]["label"] == str(labels[1])
 
 
-def test_batch_file_count_is_bounded(digits):
-    with ASGIClient(create_app(make_settings(max_batch_files=2))) as small:
+def test_batch_file_count_is_bounded(digits, make_settings):
+    with TestClient(create_app(make_settings(max_batch_files=2))) as small:
         files = [("files", (f"{i}.png", png(digits[0][i]), "image/png")) for i in range(3)]
         assert_error(small.post("/predict/batch", files=files), 400, "bad_request")
 
 
-def test_batch_needs_files(client: ASGIClient):
+def test_batch_needs_files(client: TestClient):
     response = client.post("/predict/batch", files={"other": ("a.png", b"x", "image/png")})
     assert_error(response, 422, "invalid_request")
     assert_error(
@@ -163,7 +171,7 @@ def test_batch_needs_files(client: ASGIClient):
     )
 
 
-def test_not_an_image(client: ASGIClient):
+def test_not_an_image(client: TestClient):
     assert_error(
         client.post("/predict", files={"file": ("a.png", b"hello", "image/png")}),
         400,
@@ -171,7 +179,7 @@ def test_not_an_image(client: ASGIClient):
     )
 
 
-def test_empty_body(client: ASGIClient):
+def test_empty_body(client: TestClient):
     assert_error(
         client.post("/predict", content=b"", headers={"content-type": "image/png"}),
         400,
@@ -179,13 +187,13 @@ def test_empty_body(client: ASGIClient):
     )
 
 
-def test_empty_file_field(client: ASGIClient):
+def test_empty_file_field(client: TestClient):
     assert_error(
         client.post("/predict", files={"file": ("a.png", b"", "image/png")}), 400, "invalid_image"
     )
 
 
-def test_blank_image(client: ASGIClient):
+def test_blank_image(client: TestClient):
     blank = png(np.full((40, 40), 255, np.uint8))
     assert_error(
         client.post("/predict", content=blank, headers={"content-type": "image/png"}),
@@ -194,17 +202,17 @@ def test_blank_image(client: ASGIClient):
     )
 
 
-def test_missing_content_type(client: ASGIClient):
+def test_missing_content_type(client: TestClient):
     response = client.post("/predict", content=b"abc", headers={"content-type": ""})
     assert_error(response, 415, "unsupported_media_type")
 
 
-def test_unsupported_content_type(client: ASGIClient):
+def test_unsupported_content_type(client: TestClient):
     response = client.post("/predict", json={"image": "abc"})
     assert_error(response, 415, "unsupported_media_type")
 
 
-def test_multipart_without_the_file_field(client: ASGIClient):
+def test_multipart_without_the_file_field(client: TestClient):
     assert_error(
         client.post("/predict", files={"image": ("a.png", b"x", "image/png")}),
         422,
@@ -217,15 +225,15 @@ def test_multipart_without_the_file_field(client: ASGIClient):
     )
 
 
-def test_upload_over_the_limit_by_content_length(client: ASGIClient):
+def test_upload_over_the_limit_by_content_length(client: TestClient):
     response = client.post(
         "/predict", content=b"\0" * 200_001, headers={"content-type": "image/png"}
     )
     assert_error(response, 413, "payload_too_large")
 
 
-def test_upload_over_the_limit_while_streaming(client: ASGIClient):
-    async def chunks() -> AsyncIterator[bytes]:
+def test_upload_over_the_limit_while_streaming(client: TestClient):
+    def chunks() -> Iterator[bytes]:
         for _ in range(50):
             yield b"\0" * 10_000
 
@@ -234,12 +242,12 @@ def test_upload_over_the_limit_while_streaming(client: ASGIClient):
     assert_error(response, 413, "payload_too_large")
 
 
-def test_multipart_over_the_limit(client: ASGIClient):
+def test_multipart_over_the_limit(client: TestClient):
     response = client.post("/predict", files={"file": ("a.png", b"\0" * 300_000, "image/png")})
     assert_error(response, 413, "payload_too_large")
 
 
-def test_too_many_pixels(client: ASGIClient):
+def test_too_many_pixels(client: TestClient):
     bomb = encode(Image.new("1", (10000, 10000)), "PNG")
     assert len(bomb) < 200_000
     assert_error(
@@ -249,12 +257,12 @@ def test_too_many_pixels(client: ASGIClient):
     )
 
 
-def test_unknown_route_and_method(client: ASGIClient):
+def test_unknown_route_and_method(client: TestClient):
     assert_error(client.get("/nope"), 404, "not_found")
     assert_error(client.get("/predict"), 405, "method_not_allowed")
 
 
-def test_openapi_documents_every_endpoint(client: ASGIClient):
+def test_openapi_documents_every_endpoint(client: TestClient):
     schema = client.get("/openapi.json").json()
     paths = schema["paths"]
     for path in ("/predict", "/predict/batch", "/health/live", "/health/ready", "/model"):
@@ -266,8 +274,8 @@ def test_openapi_documents_every_endpoint(client: ASGIClient):
     assert client.get("/docs").status_code == 200
 
 
-def test_not_ready_answers_503(client: ASGIClient, digits):
-    services = client.state["services"]
+def test_not_ready_answers_503(client: TestClient, digits):
+    services = client.app_state["services"]
     services.ready = False
     try:
         assert_error(client.get("/health/ready"), 503, "not_ready")
@@ -282,7 +290,7 @@ def test_not_ready_answers_503(client: ASGIClient, digits):
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_overload_is_a_fast_503_with_retry_after(anyio_backend, digits):
+async def test_overload_is_a_fast_503_with_retry_after(anyio_backend, digits, make_settings):
     app = create_app(make_settings(max_queue_size=1, max_batch_size=1))
     data = png(digits[0][0])
     async with LifespanManager(app) as manager:
@@ -303,7 +311,7 @@ async def test_overload_is_a_fast_503_with_retry_after(anyio_backend, digits):
 
 def test_missing_model_fails_startup(tmp_path: Path):
     app = create_app(Settings(model_base_dir=tmp_path))  # type: ignore[call-arg]
-    with pytest.raises(ModelLoadError, match="no model versions"), ASGIClient(app):
+    with pytest.raises(ModelLoadError, match="no model versions"), TestClient(app):
         pass
 
 
@@ -312,6 +320,7 @@ def test_corrupt_model_fails_startup(tmp_path: Path):
     version_dir.mkdir(parents=True)
     (version_dir / "metadata.json").write_text('{"labels": ["a", "b"]}')
     (version_dir / "saved_model.pb").write_bytes(b"garbage")
-    app = create_app(Settings(model_base_dir=tmp_path))  # type: ignore[call-arg]
-    with pytest.raises(ModelLoadError, match="not a loadable SavedModel"), ASGIClient(app):
+    settings = Settings(model_base_dir=tmp_path, compile_cache_dir=tmp_path / "cache")  # type: ignore[call-arg]
+    app = create_app(settings)
+    with pytest.raises(ModelLoadError, match="not a loadable SavedModel"), TestClient(app):
         pass

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 
-import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from app.dependencies import ready_services
-from app.error_handlers import error_body
+from app.error_handlers import error_detail
 from app.errors import ServiceError
+from app.inference import Classified
 from app.routes.direct import DirectRoute
-from app.schemas import BatchResponse, ErrorResponse, Prediction
+from app.routes.openapi import error_responses
+from app.schemas import BatchItem, BatchResponse, ModelRef, Prediction
 from app.uploads import read_image, read_images
+
+PREDICT_PATH = "/predict"
+PREDICT_BATCH_PATH = "/predict/batch"
 
 router = APIRouter(tags=["predict"], route_class=DirectRoute)
 
@@ -52,23 +56,34 @@ BATCH_UPLOAD = {
 }
 
 
-def _errors(*statuses: int) -> dict[int | str, dict[str, object]]:
-    descriptions = {
-        400: "Not a decodable image, or a blank one.",
-        413: "The upload, or the image's pixel count, is over the limit.",
-        415: "Unsupported Content-Type.",
-        422: "A required field is missing.",
-        503: "Not ready, or overloaded (see Retry-After).",
-    }
-    return {
-        status: {"model": ErrorResponse, "description": descriptions[status]} for status in statuses
-    }
+def prediction(classified: Classified) -> Prediction:
+    labels, probabilities = classified.model.labels, classified.probabilities
+    best = int(probabilities.argmax())
+    return Prediction(
+        label=labels[best],
+        confidence=float(probabilities[best]),
+        probabilities=dict(zip(labels, probabilities.tolist(), strict=True)),
+        model=ModelRef(name=classified.model.name, version=classified.model.version),
+    )
+
+
+def server_timing(classified: Classified) -> str:
+    return (
+        f"decode;dur={classified.decode_s * 1000:.2f}, queue;dur={classified.queue_s * 1000:.2f}, "
+        f"inference;dur={classified.inference_s * 1000:.2f}"
+    )
+
+
+def json_response(
+    body: Prediction | BatchResponse, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(body.model_dump_json(), media_type="application/json", headers=headers)
 
 
 @router.post(
-    "/predict",
+    PREDICT_PATH,
     response_model=Prediction,
-    responses=_errors(400, 413, 415, 422, 503),
+    responses=error_responses(400, 413, 415, 422, 503),
     openapi_extra=SINGLE_UPLOAD,
     summary="Classify one image",
     description="PNG, JPEG, GIF, BMP, WebP or TIFF; photos and canvas drawings are turned into "
@@ -79,17 +94,13 @@ async def predict(request: Request) -> Response:
     services = ready_services(request)
     data, _ = await read_image(request)
     classified = await services.inference.classify(data)
-    return Response(
-        orjson.dumps(classified.as_dict()),
-        media_type="application/json",
-        headers={"Server-Timing": classified.server_timing()},
-    )
+    return json_response(prediction(classified), {"Server-Timing": server_timing(classified)})
 
 
 @router.post(
-    "/predict/batch",
+    PREDICT_BATCH_PATH,
     response_model=BatchResponse,
-    responses=_errors(413, 415, 422, 503),
+    responses=error_responses(400, 413, 415, 422, 503),
     openapi_extra=BATCH_UPLOAD,
     summary="Classify several images",
     description="Results come back in upload order; a file that cannot be classified gets an "
@@ -104,9 +115,9 @@ async def predict_batch(request: Request) -> Response:
     results = []
     for (_, filename), outcome in zip(uploads, outcomes, strict=True):
         if isinstance(outcome, ServiceError):
-            results.append({"filename": filename, "prediction": None, "error": error_body(outcome)})
+            results.append(BatchItem(filename=filename, error=error_detail(outcome)))
         elif isinstance(outcome, BaseException):
             raise outcome
         else:
-            results.append({"filename": filename, "prediction": outcome.as_dict(), "error": None})
-    return Response(orjson.dumps({"results": results}), media_type="application/json")
+            results.append(BatchItem(filename=filename, prediction=prediction(outcome)))
+    return json_response(BatchResponse(results=results))

@@ -10,7 +10,7 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /build
 COPY pyproject.toml README.md ./
 COPY app ./app
-COPY model/__init__.py model/architectures.py model/data.py model/report.py model/train.py model/evaluate.py ./model/
+COPY model/*.py ./model/
 RUN pip install .
 
 # Final stage: the virtual environment, the service's source and the model; no build tools.

@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.compile_cache import default_cache_dir
-from app.preprocess import DEFAULT_MAX_PIXELS
+from app.decoding import DEFAULT_MAX_PIXELS
 from app.runtimes import Runtime
 
 DEFAULT_MODEL_BASE_DIR = Path(__file__).resolve().parent.parent / "model" / "export"

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from app.batching import MicroBatcher
+from app.decoding import open_image
 from app.errors import InferenceTimeoutError
 from app.models import LoadedModel, ModelRegistry
-from app.preprocess import open_image, preprocess_image
+from app.preprocess import Preprocessed, preprocess_image
 
 # Images up to this many pixels are preprocessed on the event loop: a thread hop would cost
 # more than the work itself. Larger ones go to a thread pool so they never stall other requests.
@@ -30,6 +31,7 @@ class Classified:
 
     model: LoadedModel
     probabilities: np.ndarray
+    preprocessed: Preprocessed
     decode_s: float
     queue_s: float
     inference_s: float
@@ -53,23 +55,28 @@ class InferenceService:
 
     async def classify(self, data: bytes) -> Classified:
         started = time.perf_counter()
-        image = open_image(data, max_pixels=self.max_image_pixels)
+        opened = open_image(data, max_pixels=self.max_image_pixels)
         profile = self.registry.current.profile
-        if image.width * image.height <= INLINE_MAX_PIXELS:
-            pixels = preprocess_image(image, profile)
+        if opened.pixel_count <= INLINE_MAX_PIXELS:
+            preprocessed = preprocess_image(opened, profile)
         else:
-            pixels = await asyncio.get_running_loop().run_in_executor(
-                self.preprocess_pool, preprocess_image, image, profile
+            preprocessed = await asyncio.get_running_loop().run_in_executor(
+                self.preprocess_pool, preprocess_image, opened, profile
             )
         decoded = time.perf_counter()
         try:
             async with asyncio.timeout(self.request_timeout_s):
-                completed = await self.batcher.submit(pixels)
+                completed = await self.batcher.submit(preprocessed.pixels)
         except TimeoutError:
             raise InferenceTimeoutError(
                 f"No result within {self.request_timeout_s:g} s: the service is overloaded."
             ) from None
         model, probabilities = completed.value
         return Classified(
-            model, probabilities, decoded - started, completed.queue_s, completed.inference_s
+            model,
+            probabilities,
+            preprocessed,
+            decoded - started,
+            completed.queue_s,
+            completed.inference_s,
         )

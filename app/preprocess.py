@@ -13,30 +13,44 @@ The output is float32 in [0, 255]; the exported model does its own scaling.
 
 from __future__ import annotations
 
-import io
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
+from scipy import ndimage
 
-from app.errors import BlankImageError, ImageTooLargeError, InvalidImageError
+from app.decoding import DEFAULT_MAX_PIXELS, Decoded, Grayscale, ImageBox, OpenedImage, open_image
+from app.errors import BlankImageError
 from app.model_format import INPUT_SIDE, PreprocessingProfile
 
 MNIST_BOX_SIDE = 20
-DEFAULT_MAX_PIXELS = 50_000_000
-# Large images are shrunk to this many pixels on their longer side before any array work: plenty
-# for a 20 px digit, and it makes a 12-megapixel photo cost about as much as a thumbnail.
-WORKING_MAX_SIDE = 96
 # The thinnest stroke, in pixels of the final 20 px box, that MNIST digits have. Thinner strokes
 # (a fine pen photographed large) are thickened before scaling so they do not fade away.
 MIN_STROKE_WIDTH = 1.8
+# Less contrast than this (gray levels) between ink and background is no ink at all.
+MIN_INK_CONTRAST = 12
+# A glyph found smaller than this (pixels, longer side), or with strokes thinner than this
+# (pixels), in the working image is looked at again alone, when the upload has the resolution:
+# the fine strokes of a small digit on a large page are fainter than the noise once the whole
+# page is shrunk. It is looked at with at least DETAIL_SIDE pixels on its longer side and
+# DETAIL_MIN_STROKE pixels of stroke width, up to DETAIL_MAX_SIDE.
+DETAIL_MIN_SIDE = 30
+DETAIL_MIN_STROKE = 2.0
+DETAIL_SIDE = 64
+DETAIL_MAX_SIDE = 160
+# Around a glyph looked at again: room for the background fit and for strokes first missed.
+DETAIL_MARGIN = 0.5
 
-SUPPORTED_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "DIB", "WEBP", "TIFF")
-MIN_INK_CONTRAST = 24
-_HIGH_BIT_DEPTH_MODES = frozenset({"I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
-_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
-# Where an orientation can be recorded besides TIFF tags; reading it costs more than decoding a
-# small PNG, so images that carry none of these skip it.
-_ORIENTATION_METADATA = frozenset({"exif", "xmp", "XML:com.adobe.xmp", "Raw profile type exif"})
+
+@dataclass(frozen=True, slots=True)
+class Preprocessed:
+    """The model input and what it took to make it."""
+
+    pixels: np.ndarray  # float32 (28, 28) in [0, 255], light ink on dark.
+    inverted: bool  # Dark ink on a light background was turned light on dark.
+    crop_box: ImageBox  # The glyph in the upright image (pixels; left, top, right, bottom).
+    scale: float  # Model-input pixels per image pixel.
 
 
 def preprocess(
@@ -46,121 +60,62 @@ def preprocess(
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> np.ndarray:
     """Decode `data` and return a float32 (28, 28) array in [0, 255], light ink on dark."""
-    image = open_image(data, max_pixels=max_pixels)
-    return preprocess_image(image, profile)
+    return preprocess_image(open_image(data, max_pixels=max_pixels), profile).pixels
 
 
-def open_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Read only the header, refusing unknown formats and decompression bombs before decoding."""
-    if not data:
-        raise InvalidImageError("The upload is empty.")
-    try:
-        image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageTooLargeError(f"The image has too many pixels: {error}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise InvalidImageError(
-            f"Not a decodable image. Supported formats: {', '.join(SUPPORTED_FORMATS[:-1])} and "
-            f"{SUPPORTED_FORMATS[-1]}."
-        ) from None
-    width, height = image.size
-    if width < 1 or height < 1:
-        raise InvalidImageError("The image has no pixels.")
-    if width * height > max_pixels:
-        raise ImageTooLargeError(
-            f"The image is {width}x{height} = {width * height:,} pixels; "
-            f"the limit is {max_pixels:,}."
-        )
-    return image
+def preprocess_image(opened: OpenedImage, profile: PreprocessingProfile | str) -> Preprocessed:
+    decoded = Decoded(opened)
+    if PreprocessingProfile(profile) is PreprocessingProfile.MNIST:
+        return _centre_like_mnist(decoded)
+    width, height = decoded.upright_size
+    return Preprocessed(
+        _letterbox(decoded.working.pixels),
+        inverted=False,
+        crop_box=(0.0, 0.0, float(width), float(height)),
+        scale=INPUT_SIDE / max(width, height),
+    )
 
 
-def preprocess_image(image: Image.Image, profile: PreprocessingProfile | str) -> np.ndarray:
-    profile = PreprocessingProfile(profile)
-    gray = _decode_grayscale(image)
-    if profile is PreprocessingProfile.MNIST:
-        return _centre_like_mnist(gray)
-    return _letterbox(gray)
-
-
-def _decode_grayscale(image: Image.Image) -> np.ndarray:
-    """Decode at most WORKING_MAX_SIDE on the longer side; float32 grayscale in [0, 255]."""
-    if image.format in ("JPEG", "MPO"):
-        # DCT scaling decodes a large JPEG straight at 1/2, 1/4 or 1/8 of its size, and only the
-        # luma channel: several times faster and smaller than a full decode.
-        scale = WORKING_MAX_SIDE / max(image.size)
-        image.draft("L", (round(image.width * scale), round(image.height * scale)))
-    try:
-        image.load()
-        if image.format == "TIFF" or not _ORIENTATION_METADATA.isdisjoint(image.info):
-            ImageOps.exif_transpose(image, in_place=True)
-        image = _to_working_mode(image)
-        if max(image.size) > WORKING_MAX_SIDE:
-            image.thumbnail((WORKING_MAX_SIDE, WORKING_MAX_SIDE), Image.Resampling.BOX)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageTooLargeError(f"The image has too many pixels: {error}") from None
-    except Exception as error:  # Pillow raises many types for corrupt data; all mean the same.
-        raise InvalidImageError(f"The image could not be decoded: {error}") from None
-
-    if image.mode == "LA":
-        luma_alpha = np.asarray(image, dtype=np.float32)
-        return _composite_on_contrasting_background(luma_alpha[..., 0], luma_alpha[..., 1] / 255)
-    values = np.asarray(image, dtype=np.float32)
-    if image.mode == "F":
-        return _stretch_to_8_bit(values)
-    return values
-
-
-def _to_working_mode(image: Image.Image) -> Image.Image:
-    """Convert to L, LA (transparency kept for compositing) or F (16/32-bit input)."""
-    if image.mode in _HIGH_BIT_DEPTH_MODES:
-        return image.convert("F")
-    if image.mode in _ALPHA_MODES or "transparency" in image.info:
-        if image.mode not in ("RGBA", "LA"):
-            image = image.convert("RGBA")
-        return image.convert("LA")
-    if image.mode == "L":
-        return image
-    if image.mode not in ("RGB", "1", "P", "CMYK", "YCbCr", "HSV"):
-        image = image.convert("RGB")
-    return image.convert("L")
-
-
-def _composite_on_contrasting_background(luma: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """Flatten transparency onto whichever of black or white contrasts with the visible content.
-
-    A canvas drawing is dark strokes on a transparent (black, alpha 0) background: compositing
-    onto black would erase it, onto white keeps it.
-    """
-    opacity = float(alpha.sum())
-    if opacity == 0:
-        return np.zeros_like(luma)
-    if opacity == alpha.size:
-        return luma
-    content_luma = float((luma * alpha).sum()) / opacity
-    background = 255.0 if content_luma < 128 else 0.0
-    return np.asarray(luma * alpha + background * (1 - alpha), dtype=np.float32)
-
-
-def _stretch_to_8_bit(values: np.ndarray) -> np.ndarray:
-    """16-bit, 32-bit and float images have no fixed white level: use their own range."""
-    values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
-    low, high = float(values.min()), float(values.max())
-    if high - low < 1e-6:
-        return np.zeros_like(values)
-    return (values - low) * (255 / (high - low))
-
-
-def _centre_like_mnist(gray: np.ndarray) -> np.ndarray:
-    if _already_like_mnist(gray):
-        return gray
-    ink = _clean_ink(_light_on_dark(gray))
-    rows = np.flatnonzero(ink.any(axis=1))
-    columns = np.flatnonzero(ink.any(axis=0))
-    if rows.size == 0:
+def _centre_like_mnist(decoded: Decoded) -> Preprocessed:
+    working = decoded.working
+    if _already_like_mnist(working.pixels):
+        return Preprocessed(working.pixels, False, (0.0, 0.0, 28.0, 28.0), 1.0)
+    inverted = _dark_on_light(working.pixels)
+    found = _find_glyph(working, inverted)
+    if found is None:
         raise BlankImageError("The image is blank: there is nothing to classify.")
-    glyph = ink[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
-    glyph = _scale_into_box(glyph, MNIST_BOX_SIDE)
-    return _place_by_centre_of_mass(glyph)
+    glyph, box = found
+    stroke_width = _stroke_width(glyph)
+    if max(glyph.shape) < DETAIL_MIN_SIDE or stroke_width < DETAIL_MIN_STROKE:
+        left, top, right, bottom = box
+        side = max(right - left, bottom - top)
+        # Ink mass survives shrinking, so the working image's stroke width, over its scale, is
+        # the width on the page.
+        scale = max(DETAIL_SIDE / side, working.scale * DETAIL_MIN_STROKE / max(stroke_width, 0.1))
+        margin = DETAIL_MARGIN * side
+        region = decoded.region(
+            (left - margin, top - margin, right + margin, bottom + margin),
+            min(scale, DETAIL_MAX_SIDE / side),
+        )
+        found = None if region is None else _find_glyph(region, inverted)
+        if found is not None:
+            glyph, box = found
+    left, top, right, bottom = box
+    return Preprocessed(
+        _place_by_centre_of_mass(_scale_into_box(glyph, MNIST_BOX_SIDE)),
+        inverted,
+        box,
+        MNIST_BOX_SIDE / max(right - left, bottom - top),
+    )
+
+
+def _find_glyph(gray: Grayscale, inverted: bool) -> tuple[np.ndarray, ImageBox] | None:
+    """The glyph's pixels and where they are in the image, or None if there is no ink."""
+    found = _isolate_glyph(255 - gray.pixels if inverted else gray.pixels)
+    if found is None:
+        return None
+    glyph, (rows, columns) = found
+    return glyph, gray.image_box(rows, columns)
 
 
 def _already_like_mnist(gray: np.ndarray) -> bool:
@@ -184,45 +139,186 @@ def _already_like_mnist(gray: np.ndarray) -> bool:
     return abs(row_centre - INPUT_SIDE / 2) <= 1 and abs(column_centre - INPUT_SIDE / 2) <= 1
 
 
-def _light_on_dark(gray: np.ndarray) -> np.ndarray:
-    """MNIST is light ink on black; invert dark-on-light images (paper, whiteboards, canvases)."""
-    border = _border(gray)
-    midpoint = (float(gray.min()) + float(gray.max())) / 2
-    if float(np.median(border)) > midpoint:
-        return 255 - gray
-    return gray
+def _dark_on_light(gray: np.ndarray) -> bool:
+    """Whether the ink is darker than its background (paper, whiteboards, canvases).
+
+    MNIST is light ink on black, so such images are inverted. The border shows the background
+    if anything does; with the lighting fitted to it taken out (a dark vignette around bright
+    paper is not a dark background), the ink is whichever side of it holds more contrast.
+    """
+    ring = np.zeros(gray.shape, dtype=bool)
+    ring[[0, -1]] = ring[:, [0, -1]] = True
+    residual = gray - _illumination(gray, ring)
+    border = _border(residual)
+    margin = 3 * 1.4826 * float(np.median(np.abs(border - np.median(border)))) + 1
+    by_border = _ink_is_darker(residual, float(np.median(border)), margin)
+    # A large digit can cover most of the border, and the border then shows ink; ink rarely
+    # covers most of the image. When the two readings of the background disagree, the ink is
+    # the side that forms thin strokes.
+    by_majority = _ink_is_darker(residual, float(np.median(residual)), margin)
+    if by_border == by_majority:
+        return by_border
+    darker = residual < (float(np.median(border)) + float(np.median(residual))) / 2
+    return _stroke_width(darker.astype(np.float32) * 255) < _stroke_width(
+        (~darker).astype(np.float32) * 255
+    )
 
 
-def _clean_ink(gray: np.ndarray) -> np.ndarray:
-    """Remove uneven lighting, paper texture and compression noise; stretch the ink to 255.
+def _ink_is_darker(residual: np.ndarray, background: float, margin: float) -> bool:
+    darker = float(np.clip(background - margin - residual, 0, None).sum())
+    lighter = float(np.clip(residual - background - margin, 0, None).sum())
+    return darker > lighter
+
+
+def _isolate_glyph(gray: np.ndarray) -> tuple[np.ndarray, Box] | None:
+    """The glyph's strokes, cropped to them and stretched to 255, and the crop's (rows, columns)
+    in `gray` (light ink on dark); None if there is no ink.
+
+    Uneven lighting is fitted and removed, then ink is judged against the ink's own level, not
+    against zero: JPEG artefacts, paper grain and what the lighting fit left behind are faint
+    next to real strokes, and counting them as ink would make the crop box span the image.
+    Strokes are grown from strong pixels into fainter ones they touch (hysteresis), and the
+    glyph is the strongest group of strokes plus whatever else is substantial and near it, so
+    specks and smudges away from the digit are dropped.
+    """
+    flattened, noise_floor = _flatten(gray)
+    if flattened is None:
+        return None
+    ink_level = _ink_level(flattened, noise_floor)
+    if ink_level - noise_floor < MIN_INK_CONTRAST:  # Only noise is left.
+        return None
+    faint = flattened > max(noise_floor, FAINT_INK * ink_level)
+    labels, count = ndimage.label(faint, structure=_EIGHT_NEIGHBOURS)
+    masses = np.bincount(labels.ravel(), weights=flattened.ravel(), minlength=count + 1)
+    has_strong_pixels = np.bincount(
+        labels[flattened >= STRONG_INK * ink_level], minlength=count + 1
+    ).astype(bool)
+    strokes = [
+        (float(masses[index]), box, index)
+        for index, box in enumerate(ndimage.find_objects(labels), start=1)
+        if box is not None and has_strong_pixels[index]
+    ]
+    kept = _glyph_strokes(strokes)
+    rows, columns = _grown(_union(box for _, box, _ in kept), flattened.shape)
+    is_kept = np.zeros(count + 1, dtype=bool)
+    is_kept[[index for _, _, index in kept]] = True
+    glyph_mask = is_kept[labels[rows, columns]]
+    # The strokes' anti-aliased edges are fainter than FAINT_INK: keep a pixel's rim too.
+    glyph_mask = ndimage.maximum_filter(glyph_mask, size=3)
+    glyph = (flattened[rows, columns] - noise_floor) * (255 / (ink_level - noise_floor))
+    glyph = np.clip(np.where(glyph_mask, glyph, 0), 0, 255).astype(np.float32)
+    inked_rows, inked_columns = _nonzero_box(glyph)
+    box = (
+        slice(rows.start + inked_rows.start, rows.start + inked_rows.stop),
+        slice(columns.start + inked_columns.start, columns.start + inked_columns.stop),
+    )
+    return glyph[inked_rows, inked_columns], box
+
+
+# Relative to the ink's own level (its 99th percentile above the noise): a stroke is grown
+# from pixels at least STRONG_INK strong into touching pixels at least FAINT_INK strong.
+STRONG_INK = 0.5
+FAINT_INK = 0.2
+# Other strokes join the strongest one when they carry at least this share of its ink and lie
+# within this share of the glyph's size from it (broken strokes, a separate bar of a 4 or 5).
+JOIN_MIN_MASS = 0.04
+JOIN_MAX_GAP = 0.35
+_EIGHT_NEIGHBOURS = np.ones((3, 3), dtype=bool)
+
+Box = tuple[slice, slice]
+
+
+def _glyph_strokes(strokes: list[tuple[float, Box, int]]) -> list[tuple[float, Box, int]]:
+    """The strongest stroke and, repeatedly, every substantial stroke near what is kept."""
+    strokes = sorted(strokes, key=lambda stroke: -stroke[0])
+    kept, candidates = strokes[:1], strokes[1:]
+    joined = True
+    while joined and candidates:
+        joined = False
+        rows, columns = _union(box for _, box, _ in kept)
+        size = max(rows.stop - rows.start, columns.stop - columns.start)
+        for stroke in candidates:
+            mass, (stroke_rows, stroke_columns), _ = stroke
+            gap = max(_gap(rows, stroke_rows), _gap(columns, stroke_columns))
+            if mass >= JOIN_MIN_MASS * kept[0][0] and gap <= JOIN_MAX_GAP * size:
+                kept.append(stroke)
+                candidates.remove(stroke)
+                joined = True
+                break
+    return kept
+
+
+def _grown(box: Box, shape: tuple[int, ...]) -> Box:
+    """The box one pixel larger on every side, within the image."""
+    rows, columns = box
+    return (
+        slice(max(rows.start - 1, 0), min(rows.stop + 1, shape[0])),
+        slice(max(columns.start - 1, 0), min(columns.stop + 1, shape[1])),
+    )
+
+
+def _nonzero_box(image: np.ndarray) -> Box:
+    rows, columns = np.flatnonzero(image.any(axis=1)), np.flatnonzero(image.any(axis=0))
+    return slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1)
+
+
+def _gap(first: slice, second: slice) -> int:
+    """Pixels between two index ranges (0 when they overlap or touch)."""
+    return int(max(0, second.start - first.stop, first.start - second.stop))
+
+
+def _union(boxes: Iterable[Box]) -> Box:
+    rows, columns = zip(*boxes, strict=True)
+    return (
+        slice(min(row.start for row in rows), max(row.stop for row in rows)),
+        slice(min(column.start for column in columns), max(column.stop for column in columns)),
+    )
+
+
+def _flatten(gray: np.ndarray) -> tuple[np.ndarray | None, float]:
+    """(gray minus a fitted background surface, the level below which residuals are noise).
 
     Clean input (an MNIST digit, a canvas drawing) has a flat zero background and passes through
     unchanged: every estimate below is then exactly zero. The robust statistics come from 256-level
     histograms: a handful of vector operations instead of a sort per statistic.
     """
     if float(gray.max()) - float(gray.min()) < MIN_INK_CONTRAST:
-        return np.zeros_like(gray)
+        return None, 0.0
     histogram = _histogram(gray)
     median, spread = _median_and_spread(histogram)
     # Surely background: below Otsu's threshold and near the median, so thin ink cannot skew it.
     background = gray <= min(median + 3 * spread, _otsu_threshold(histogram))
-    if not background.any():
-        return np.zeros_like(gray)
-    flattened = gray - _illumination(gray, background)
-    # Residuals may be slightly negative; shift them into the histogram's range.
-    residual_median, residual_spread = _median_and_spread(
-        _histogram(flattened[background], offset=_RESIDUAL_OFFSET)
-    )
-    noise_floor = max(residual_median - _RESIDUAL_OFFSET + 4 * residual_spread, 0.0)
-    ink = _histogram(flattened)
-    ink[: int(noise_floor) + 1] = 0
-    if not ink.any():
-        return np.zeros_like(gray)
-    ink_level = _quantile(ink, 0.99)
-    if ink_level - noise_floor < MIN_INK_CONTRAST:  # Only noise is left.
-        return np.zeros_like(gray)
-    cleaned = (flattened - noise_floor) * (255 / (ink_level - noise_floor))
-    return np.clip(cleaned, 0, 255)
+    for _ in range(BACKGROUND_FITS):
+        if not background.any():
+            return None, 0.0
+        flattened = gray - _illumination(gray, background)
+        # Residuals may be slightly negative; shift them into the histogram's range.
+        residual_median, residual_spread = _median_and_spread(
+            _histogram(flattened[background], offset=_RESIDUAL_OFFSET)
+        )
+        noise_floor = max(residual_median - _RESIDUAL_OFFSET + 4 * residual_spread, 0.0)
+        # Under strong uneven light a shadowed corner is as far from the median as ink, and the
+        # first fit left it out. Against the fitted surface it is far weaker than the ink: fit
+        # again with everything that is, except the strokes' own faint edges.
+        strong = flattened > max(noise_floor, RESIDUE * _ink_level(flattened, noise_floor))
+        refitted = ~ndimage.maximum_filter(strong, size=5)
+        if np.array_equal(refitted, background):
+            break
+        background = refitted
+    return flattened, noise_floor
+
+
+# Fits of the background surface, each to the pixels the previous one left weaker than RESIDUE
+# times the ink's level.
+BACKGROUND_FITS = 2
+RESIDUE = 0.35
+
+
+def _ink_level(flattened: np.ndarray, noise_floor: float) -> float:
+    """The strokes' typical strength: the 99th percentile of what stands above the noise."""
+    above_floor = _histogram(flattened)
+    above_floor[: int(noise_floor) + 1] = 0
+    return float(_quantile(above_floor, 0.99)) if above_floor.any() else 0.0
 
 
 _LEVELS = np.arange(256)
@@ -261,18 +357,18 @@ def _otsu_threshold(histogram: np.ndarray) -> float:
 
 def _illumination(gray: np.ndarray, background: np.ndarray) -> np.ndarray | float:
     """A smooth quadratic surface fitted to the background pixels (uneven lighting, shadows)."""
-    samples = gray[background]
+    height, width = gray.shape
+    # A lattice of about a thousand pixels pins down six coefficients; more only cost time.
+    step = max(1, int(np.sqrt(gray.size / 1024)))
+    rows, columns = np.nonzero(background[::step, ::step])
+    samples = gray[::step, ::step][rows, columns]
     if samples.size < 12 or float(samples.max()) - float(samples.min()) < 1:
         return float(samples.mean()) if samples.size else 0.0
-    height, width = gray.shape
-    rows, columns = np.nonzero(background)
-    # A few hundred samples pin down six coefficients; more only cost time.
-    step = max(1, rows.size // 512)
-    y = rows[::step] / max(height - 1, 1)
-    x = columns[::step] / max(width - 1, 1)
+    y = rows * step / max(height - 1, 1)
+    x = columns * step / max(width - 1, 1)
     design = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y])
     normal = design @ design.T + np.eye(6) * 1e-6
-    c = np.linalg.solve(normal, design @ samples[::step])
+    c = np.linalg.solve(normal, design @ samples)
     x_grid = np.arange(width) / max(width - 1, 1)
     y_grid = (np.arange(height) / max(height - 1, 1))[:, np.newaxis]
     surface = c[0] + c[1] * x_grid + c[2] * y_grid + c[3] * x_grid**2 + c[4] * x_grid * y_grid
@@ -293,34 +389,44 @@ def _scale_into_box(glyph: np.ndarray, box_side: int) -> np.ndarray:
 
 
 def _thicken_thin_strokes(glyph: np.ndarray, scale: float) -> np.ndarray:
-    """Dilate strokes that scaling would leave thinner than MNIST's pen."""
-    ink = glyph > 127
-    area = int(ink.sum())
-    if area == 0:
+    """Dilate strokes that scaling would leave thinner than MNIST's pen, at full strength.
+
+    A fine pen shrunk to the working size leaves lines narrower than a pixel: faint as well as
+    thin. They are widened to MNIST's pen and their level restored, so the model sees strokes
+    like the ones it was trained on.
+    """
+    width = _stroke_width(glyph)
+    target = MIN_STROKE_WIDTH / scale
+    if width >= THIN_STROKE * target:
         return glyph
-    edge = ink & ~(
-        np.pad(ink, 1)[:-2, 1:-1]
-        & np.pad(ink, 1)[2:, 1:-1]
-        & np.pad(ink, 1)[1:-1, :-2]
-        & np.pad(ink, 1)[1:-1, 2:]
-    )
-    # For long thin strokes, area ~ width * length and the edge count ~ 2 * length.
-    stroke_width = 2 * area / max(int(edge.sum()), 1)
-    missing = MIN_STROKE_WIDTH / scale - stroke_width
-    if missing < 1:
-        return glyph
-    radius = min(round(missing / 2), 8)
-    padded = np.pad(glyph, radius)
-    thick = glyph.copy()
-    for dy in range(-radius, radius + 1):
-        for dx in range(-radius, radius + 1):
-            if dx * dx + dy * dy <= radius * radius:
-                window = padded[
-                    radius + dy : radius + dy + glyph.shape[0],
-                    radius + dx : radius + dx + glyph.shape[1],
-                ]
-                np.maximum(thick, window, out=thick)
-    return thick
+    radius = min(max(1, round((target - width) / 2)), 8)
+    thick = ndimage.grey_dilation(glyph, footprint=_disk(radius))
+    strokes = thick[thick > FAINT_INK * float(thick.max())]
+    level = float(np.percentile(strokes, 90)) if strokes.size else 0.0
+    if level <= 0:
+        return np.asarray(thick, dtype=np.float32)
+    return np.asarray(np.clip(thick * (255 / level), 0, 255), dtype=np.float32)
+
+
+# Strokes narrower than this share of MNIST's pen width are thickened.
+THIN_STROKE = 0.75
+
+
+def _stroke_width(glyph: np.ndarray) -> float:
+    """The strokes' mean width in pixels: ink mass (full-strength pixels) over half the outline.
+
+    For a band of width w and length L, the mass is w * L and the outline about 2 * L; a faint
+    line counts as narrow as it looks.
+    """
+    ink = glyph > FAINT_INK * float(glyph.max())
+    padded = np.pad(ink, 1)
+    outline = int((padded[:, 1:] != padded[:, :-1]).sum() + (padded[1:] != padded[:-1]).sum())
+    return float(glyph.sum()) / 255 / max(outline / 2, 1)
+
+
+def _disk(radius: int) -> np.ndarray:
+    offsets = np.arange(-radius, radius + 1)
+    return np.asarray(offsets[:, np.newaxis] ** 2 + offsets**2 <= radius * radius)
 
 
 def _centre_of_mass(image: np.ndarray) -> tuple[float, float]:

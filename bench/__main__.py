@@ -28,7 +28,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.payloads import Payload, load_payloads, multipart
+from bench.payloads import FIXTURE, Payload, load_payloads, multipart
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -360,27 +360,54 @@ def ratios(cells: list[Cell], concurrency: int) -> list[str]:
     return lines
 
 
+def upload_kinds() -> list[tuple[str, list[bytes]]]:
+    """A few digits rendered as each of several kinds of upload (model.uploads), to time."""
+    import numpy as np
+
+    from model.uploads import generate
+
+    with np.load(FIXTURE) as sample:
+        images, labels = sample["images"][:8], sample["labels"][:8]
+    kinds: dict[str, list[bytes]] = {}
+    for upload in generate(images, labels, per_category=8, categories=UPLOAD_KINDS_TIMED):
+        kinds.setdefault(upload.category, []).append(upload.data)
+    return [(f"{category} (mean of 8)", data) for category, data in kinds.items()]
+
+
+UPLOAD_KINDS_TIMED = (
+    "scanned_paper",
+    "canvas_drawing",
+    "phone_photo",
+    "camera_full_resolution",
+    "fine_pen",
+    "thumbnail",
+)
+
+
 def micro_benchmarks(payloads: list[Payload]) -> dict[str, float]:
     """Preprocessing per image and the SavedModel per batch size, in this process."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
 
     from app.config import Settings
-    from app.models import load_model
+    from app.models import load_model, resolve_version_dir
     from app.preprocess import preprocess
     from app.runtimes import Runtime
 
     results: dict[str, float] = {}
-    for payload in payloads:
-        preprocess(payload.image)
+    kinds = [(payload.name, [payload.image]) for payload in payloads] + upload_kinds()
+    for name, images in kinds:
+        for image in images:
+            preprocess(image)
         count, began = 0, time.perf_counter()
         while time.perf_counter() - began < 1.5:
-            preprocess(payload.image)
-            count += 1
-        results[f"preprocess {payload.name} (ms)"] = (time.perf_counter() - began) / count * 1000
+            for image in images:
+                preprocess(image)
+            count += len(images)
+        results[f"preprocess {name} (ms)"] = (time.perf_counter() - began) / count * 1000
     for runtime in Runtime:
         settings = Settings(runtime=runtime, inference_threads=2)
-        model = load_model(REPO / "model" / "export" / "mnist" / "1", settings)
+        model = load_model(resolve_version_dir(settings.model_dir), settings)
         for size in (1, 8, 32, 64, 128):
             batch = [np.zeros((28, 28), np.float32)] * size
             model.predict_batch(batch)

@@ -1,23 +1,36 @@
-"""Evaluate an exported SavedModel on its dataset's test split.
+"""Evaluate an exported model: on its dataset's test split, or on realistic uploads.
 
     python -m model.evaluate model/export/mnist/1 --data ../shared/data/mnist.npz
+    python -m model.evaluate --uploads --data ../shared/data/mnist.npz            # in-process
+    python -m model.evaluate --uploads --data ../shared/data/mnist.npz --url http://127.0.0.1:8000
 
-Prints the overall and per-class accuracy and the confusion matrix.
+The first prints the overall and per-class accuracy and the confusion matrix of the SavedModel's
+signature. `--uploads` renders MNIST test digits as people upload them (`model.uploads`) and
+prints the accuracy per kind of upload and the worst confusions: in-process through
+`app/preprocess.py` and the model as the service runs it, or over HTTP against a running service
+(`--url`). `--failures sheet.png` draws what went wrong.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import time
 from pathlib import Path
 
 import numpy as np
 
 from app import tensorflow_runtime
+from app.config import Settings
 from app.model_format import labels_of, profile_of, read_metadata
+from app.models import load_model, resolve_version_dir
+from model import upload_scores
 from model.data import load_dataset
 from model.report import confusion_matrix, format_report
+from model.uploads import CATEGORIES, generate
 
 BATCH_SIZE = 1000
+DEFAULT_PER_CATEGORY = 500
 
 
 def predict(model_dir: Path, images: np.ndarray) -> np.ndarray:
@@ -30,27 +43,100 @@ def predict(model_dir: Path, images: np.ndarray) -> np.ndarray:
     return np.concatenate(batches)
 
 
-def main(argv: list[str] | None = None) -> float:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model_dir", type=Path, help="an export such as model/export/mnist/1")
-    parser.add_argument("--data", type=Path, help="local .npz file or IDX folder")
-    parser.add_argument("--dataset", help="override the dataset named in metadata.json")
-    args = parser.parse_args(argv)
-
-    metadata = read_metadata(args.model_dir)
+def evaluate_test_split(model_dir: Path, data: Path | None, dataset_name: str | None) -> float:
+    metadata = read_metadata(model_dir)
     labels = labels_of(metadata)
     dataset = load_dataset(
-        args.dataset or metadata["dataset"],
-        args.data,
+        dataset_name or metadata["dataset"],
+        data,
         profile=profile_of(metadata),
         seed=metadata.get("seed", 0),
     )
-    probabilities = predict(args.model_dir, dataset.x_test)
+    probabilities = predict(model_dir, dataset.x_test)
     matrix = confusion_matrix(dataset.y_test, probabilities.argmax(axis=1), len(labels))
-    print(f"Model: {metadata['name']} version {metadata['version']} ({args.model_dir})")
+    print(f"Model: {metadata['name']} version {metadata['version']} ({model_dir})")
     print(f"Test set: {dataset.name}, {len(dataset.x_test)} images\n")
     print(format_report(matrix, labels))
     return float(np.trace(matrix) / matrix.sum())
+
+
+def evaluate_uploads(args: argparse.Namespace) -> dict[str, float]:
+    if args.data is None:
+        raise SystemExit("--uploads needs --data: an MNIST .npz whose x_test digits are rendered")
+    with np.load(args.data) as data:
+        images, labels = data["x_test"], data["y_test"]
+    categories = args.categories.split(",") if args.categories else list(CATEGORIES)
+    started = time.perf_counter()
+    uploads = list(
+        generate(
+            images,
+            labels,
+            per_category=args.per_category,
+            categories=categories,
+            seed=args.seed,
+            workers=args.workers,
+        )
+    )
+    rendered = time.perf_counter()
+    if args.url:
+        where = f"over HTTP: {args.url}/predict"
+        outcomes = upload_scores.score_over_http(args.url, uploads)
+    else:
+        model = load_model(args.model_dir, Settings())
+        where = f"in-process: app/preprocess.py + {model.name} v{model.version} ({model.runtime})"
+        outcomes = upload_scores.score_in_process(model, uploads)
+    print(
+        f"Realistic uploads: {len(uploads)} images, {len(categories)} categories x "
+        f"{args.per_category} MNIST test digits, seed {args.seed}; {where}"
+    )
+    print(
+        f"(rendered in {rendered - started:.0f} s, scored in "
+        f"{time.perf_counter() - rendered:.0f} s)\n"
+    )
+    print(upload_scores.format_report(outcomes))
+    if args.failures:
+        count = upload_scores.save_contact_sheet(outcomes, args.failures)
+        print(f"\nContact sheet of {count} failures: {args.failures}")
+    return {
+        category: right / total
+        for category, (right, total) in upload_scores.accuracy_by_category(outcomes).items()
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "model_dir",
+        type=Path,
+        nargs="?",
+        help="an export such as model/export/mnist/1 (default: the newest committed version)",
+    )
+    parser.add_argument("--data", type=Path, help="local .npz file or IDX folder")
+    parser.add_argument("--dataset", help="override the dataset named in metadata.json")
+    uploads = parser.add_argument_group("realistic uploads")
+    uploads.add_argument("--uploads", action="store_true", help="score realistic uploads")
+    uploads.add_argument("--per-category", type=int, default=DEFAULT_PER_CATEGORY)
+    uploads.add_argument("--categories", help=f"comma-separated, of: {', '.join(CATEGORIES)}")
+    uploads.add_argument("--seed", type=int, default=0)
+    uploads.add_argument(
+        "--url", help="score a running service instead, e.g. http://127.0.0.1:8000"
+    )
+    uploads.add_argument("--failures", type=Path, help="write a contact sheet of failures (PNG)")
+    uploads.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="processes rendering uploads"
+    )
+    args = parser.parse_args(argv)
+    if args.model_dir is None:
+        args.model_dir = resolve_version_dir(Settings().model_dir)
+    return args
+
+
+def main(argv: list[str] | None = None) -> float:
+    args = parse_args(argv)
+    if args.uploads:
+        accuracies = evaluate_uploads(args)
+        return min(accuracies.values())
+    return evaluate_test_split(args.model_dir, args.data, args.dataset)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,11 @@ import pytest
 from PIL import Image
 
 from app import preprocess as preprocess_module
+from app.decoding import open_image
 from app.errors import BlankImageError, ImageTooLargeError, InvalidImageError
 from app.model_format import INPUT_SIDE, PreprocessingProfile
-from app.preprocess import open_image, preprocess
+from app.preprocess import preprocess, preprocess_image
+from model.uploads import INK_COLOURS, inked, lighting, natural_glyph, paper, pen_glyph, to_image
 from tests.imaging import canvas_drawing, encode, paper_photo, png, similarity
 
 FORMATS = [
@@ -130,7 +132,7 @@ def test_large_jpeg_is_decoded_at_reduced_size(digit, reference):
     photo = paper_photo(digit, side=3000).convert("RGB")
     data = encode(photo, "JPEG", quality=80)
     image = open_image(data)
-    assert image.size == (3000, 3000)
+    assert image.image.size == (3000, 3000)
     assert similarity(preprocess(data), reference) > 0.85
 
 
@@ -211,3 +213,96 @@ def test_mnist_format_shortcut_gives_what_the_full_pipeline_gives(digits, monkey
     full = [preprocess(png(image)) for image in images]
     for fast, slow in zip(shortcut, full, strict=True):
         assert np.abs(fast - slow).mean() < 1.0
+
+
+def page(
+    mask: np.ndarray, *, brightness: float = 240, light: float = 0.0, seed: int = 0
+) -> Image.Image:
+    """Dark ink where `mask` is, on grainy paper, optionally under uneven light."""
+    rng = np.random.default_rng(seed)
+    sheet = paper(mask.shape, rng, brightness=brightness, tint=(1, 1, 1), grain=3)
+    scene = inked(sheet, mask, INK_COLOURS["black"], 0.9)
+    if light:
+        scene = scene * lighting(mask.shape, rng, light)[..., np.newaxis]
+    return to_image(scene)
+
+
+def on_page(glyph: np.ndarray, size: tuple[int, int], top: int, left: int) -> np.ndarray:
+    mask = np.zeros(size, dtype=np.float32)
+    mask[top : top + glyph.shape[0], left : left + glyph.shape[1]] = glyph
+    return mask
+
+
+def ink_box(pixels: np.ndarray) -> tuple[int, int]:
+    rows, columns = np.flatnonzero(pixels.any(axis=1)), np.flatnonzero(pixels.any(axis=0))
+    return rows[-1] - rows[0] + 1, columns[-1] - columns[0] + 1
+
+
+def test_a_small_off_centre_digit_on_a_large_page_fills_the_box(digit, reference):
+    glyph = natural_glyph(digit, 150)  # A quarter of the page's height.
+    mask = on_page(glyph, (600, 800), top=400, left=60)
+    data = encode(page(mask), "JPEG", quality=60)
+    result = preprocess_image(open_image(data), PreprocessingProfile.MNIST)
+    assert max(ink_box(result.pixels)) >= 19  # MNIST's 20 px box, not a dot in the middle.
+    assert similarity(result.pixels, reference) > 0.85
+    left, top, right, bottom = result.crop_box
+    assert abs(top - 400) < 15
+    assert abs(bottom - 550) < 15
+    assert abs(left - 60) < 15
+    assert abs(right - (60 + glyph.shape[1])) < 15
+    assert result.inverted
+    assert result.scale == pytest.approx(20 / (bottom - top), rel=0.01)
+
+
+def test_specks_and_smudges_away_from_the_digit_are_dropped(digit, reference):
+    mask = on_page(natural_glyph(digit, 160), (400, 400), top=120, left=120)
+    mask[20:26, 30:36] = 1  # Dust near a corner.
+    mask[350:353, 340:370] = 0.6  # A faint pencil smudge.
+    result = preprocess_image(open_image(encode(page(mask), "PNG")), "mnist")
+    left, top, right, bottom = result.crop_box
+    assert top > 100
+    assert left > 100
+    assert bottom < 300
+    assert right < 300
+    assert similarity(result.pixels, reference) > 0.9
+
+
+def test_shadowed_corners_are_not_taken_for_ink(digit, reference):
+    mask = on_page(natural_glyph(digit, 120), (500, 400), top=300, left=50)
+    data = encode(page(mask, brightness=200, light=0.45, seed=3), "JPEG", quality=85)
+    result = preprocess_image(open_image(data), "mnist")
+    assert result.inverted
+    assert similarity(result.pixels, reference) > 0.85
+
+
+def test_a_thick_digit_filling_a_tight_crop_keeps_its_polarity(digit):
+    glyph = pen_glyph(digit, 90, pen_width=14)
+    result = preprocess_image(open_image(encode(page(on_page(glyph, (100, 90), 5, 5)))), "mnist")
+    assert result.inverted
+
+
+def test_a_fine_pen_on_a_large_page_is_looked_at_in_detail(digit, reference):
+    glyph = pen_glyph(digit, 220, pen_width=1.5)
+    mask = on_page(glyph, (700, 800), top=380, left=500)
+    result = preprocess(encode(page(mask), "JPEG", quality=90))
+    assert similarity(result, reference) > 0.75
+    assert result.max() > 200  # Strokes at full strength, not faint.
+    assert max(ink_box(result)) >= 19
+
+
+def test_a_dim_16_bit_scan_with_dead_and_hot_pixels_is_read_like_any_other(digit, reference):
+    """Scanners and sensors write 16-bit grayscale that spans a fraction of the range, and a
+    dead or a stuck pixel at either extreme must not squash the digit into the noise."""
+    gray = np.asarray(page(on_page(natural_glyph(digit, 150), (600, 800), 300, 400)).convert("L"))
+    sixteen_bit = (30000 + gray.astype(np.float64) / 255 * 6000).astype(np.uint16)
+    sixteen_bit[5, 5], sixteen_bit[-3, -7] = 65535, 0
+    image = Image.fromarray(sixteen_bit)
+    assert image.mode == "I;16"
+    assert similarity(preprocess(encode(image, "PNG")), reference) > 0.85
+
+
+def test_mnist_digits_are_reported_as_taken_as_they_are(digit):
+    result = preprocess_image(open_image(png(digit)), "mnist")
+    assert not result.inverted
+    assert result.crop_box == (0, 0, 28, 28)
+    assert result.scale == 1

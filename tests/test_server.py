@@ -12,6 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
+from model import evaluate
 from tests.imaging import encode, paper_photo, png
 from tests.server import REPO, running_server
 
@@ -152,3 +153,32 @@ def test_missing_model_exits_non_zero_with_one_clear_line(tmp_path: Path):
     )
     assert result.returncode != 0
     assert f"Cannot start: no model versions under {tmp_path}/mnist" in result.stderr
+
+
+def table_of(report: str) -> str:
+    """The accuracy table and the confusions, without the lines about timing and files."""
+    return report[report.index("category") :].split("\nContact sheet")[0]
+
+
+def test_evaluating_uploads_over_http_agrees_with_in_process(
+    digits, tmp_path: Path, capsys, monkeypatch, compile_cache_dir: Path
+):
+    """`python -m model.evaluate --uploads --url ...` scores what the service really answers,
+    and it answers what the service's own preprocessing and model give in-process."""
+    monkeypatch.setenv("CNN_SERVE_COMPILE_CACHE_DIR", str(compile_cache_dir))
+    images, labels = digits
+    data = tmp_path / "digits.npz"
+    np.savez(data, x_train=images[:1], y_train=labels[:1], x_test=images, y_test=labels)
+    common = ["--uploads", "--data", str(data), "--per-category", "4", "--workers", "1"]
+    sheet = tmp_path / "failures.png"
+    # The service's default limits: a full-resolution camera photo is over a megabyte.
+    with running_server(tmp_path / "server.log") as url:
+        over_http = evaluate.main([*common, "--url", url, "--failures", str(sheet)])
+    http_report = capsys.readouterr().out
+    in_process = evaluate.main(common)
+    process_report = capsys.readouterr().out
+    assert over_http == in_process
+    assert table_of(http_report) == table_of(process_report)
+    assert "over HTTP" in http_report
+    assert "in-process" in process_report
+    assert sheet.exists()

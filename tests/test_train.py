@@ -36,6 +36,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory, tiny_npz: Path) -> Path:
             "1",
             "--validation-size",
             "40",
+            "--rendered-uploads",
+            "34",
             "--out",
             str(out),
             "--quiet",
@@ -85,7 +87,9 @@ def test_metadata_describes_the_model(exported: Path):
     assert metadata["input"]["pixel_range"] == [0, 255]
     assert metadata["preprocessing"] == "mnist"
     assert metadata["architecture"] == "default"
-    assert metadata["train_images"] == 200
+    # 200 digits, and 34 of them (two per kind of upload) rendered and preprocessed again.
+    assert metadata["rendered_upload_images"] == 34
+    assert metadata["train_images"] == 200 + 34
     assert metadata["validation_images"] == 40
     assert metadata["test_images"] == 60
     assert 0 <= metadata["test_accuracy"] <= 1

@@ -22,6 +22,30 @@ class ModelRef(Strict):
     version: int = Field(examples=[1])
 
 
+class CropBox(Strict):
+    left: float
+    top: float
+    right: float
+    bottom: float
+
+
+class Explanation(Strict):
+    """What the model saw, and what preprocessing did to the upload to show it that."""
+
+    input_png: str = Field(
+        description="The 28x28 model input as a base64-encoded 8-bit grayscale PNG: light ink on "
+        "black, exactly the pixels the model classified (rounded to whole gray levels)."
+    )
+    inverted: bool = Field(
+        description="Dark ink on a light background was inverted to light on dark, as in MNIST."
+    )
+    crop_box: CropBox = Field(
+        description="Where the glyph was found, in pixels of the upright image (after its EXIF "
+        "orientation)."
+    )
+    scale: float = Field(description="Model-input pixels per image pixel.", examples=[0.0667])
+
+
 class Prediction(Strict):
     label: str = Field(description="The most probable class name.", examples=["7"])
     confidence: float = Field(description="Its probability.", examples=[0.998])
@@ -30,6 +54,11 @@ class Prediction(Strict):
         examples=[{label: (0.998 if label == "7" else 0.0002) for label in DIGITS}],
     )
     model: ModelRef
+    explain: Explanation | None = Field(
+        None,
+        description="Only with `?explain=true`: what the model saw and what preprocessing did.",
+        exclude_if=lambda value: value is None,
+    )
 
 
 class ErrorDetail(Strict):

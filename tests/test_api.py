@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from PIL import Image
 from app.config import Settings
 from app.main import create_app
 from app.model_format import ModelLoadError
+from app.preprocess import preprocess
 from tests.conftest import COMMITTED_MODEL_BASE
 from tests.imaging import canvas_drawing, encode, paper_photo, png
 
@@ -135,6 +138,52 @@ def test_real_world_uploads(client: TestClient, digits):
             body = client.post("/predict", files={"file": ("x", data, "image/jpeg")}).json()
             hits += body["label"] == str(label)
     assert hits >= 38
+
+
+def decode_model_input(explain: dict[str, object]) -> np.ndarray:
+    png_bytes = base64.b64decode(str(explain["input_png"]))
+    image = Image.open(io.BytesIO(png_bytes))
+    assert (image.format, image.mode, image.size) == ("PNG", "L", (28, 28))
+    return np.asarray(image)
+
+
+def test_explain_shows_what_the_model_saw(client: TestClient, digits):
+    images, labels = digits
+    data = encode(paper_photo(images[4], side=300), "JPEG", quality=80)
+    response = client.post("/predict?explain=true", files={"file": ("photo.jpg", data)})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["label"] == str(labels[4])
+    explain = body["explain"]
+    expected = np.round(preprocess(data)).astype(np.uint8)
+    np.testing.assert_array_equal(decode_model_input(explain), expected)
+    assert explain["inverted"] is True
+    box = explain["crop_box"]
+    assert 0 <= box["left"] < box["right"] <= 300
+    assert 0 <= box["top"] < box["bottom"] <= 300
+    side = max(box["right"] - box["left"], box["bottom"] - box["top"])
+    assert explain["scale"] == pytest.approx(20 / side, rel=0.02)
+
+
+def test_explain_is_off_by_default_and_validated(client: TestClient, digits):
+    data = png(digits[0][0])
+    for url in ("/predict", "/predict?explain=false", "/predict?explain=0"):
+        body = client.post(url, content=data, headers={"content-type": "image/png"}).json()
+        assert "explain" not in body
+    response = client.post(
+        "/predict?explain=maybe", content=data, headers={"content-type": "image/png"}
+    )
+    assert_error(response, 422, "invalid_request")
+
+
+def test_explain_in_a_batch_covers_every_prediction(client: TestClient, digits):
+    images, _ = digits
+    files = [("files", (f"{i}.png", png(images[i]), "image/png")) for i in range(3)]
+    results = client.post("/predict/batch?explain=1", files=files).json()["results"]
+    for index, result in enumerate(results):
+        assert not result["prediction"]["explain"]["inverted"]
+        model_input = decode_model_input(result["prediction"]["explain"])
+        np.testing.assert_array_equal(model_input, images[index])
 
 
 def test_batch_endpoint_reports_each_file(client: TestClient, digits):

@@ -72,6 +72,20 @@ CASES: dict[str, tuple[int, Call]] = {
         lambda client, image: client.post("/predict", files={"file": ("a.png", image)}),
     ),
     "predict raw body": (200, lambda client, image: client.post("/predict", **raw(image))),
+    "predict explained": (
+        200,
+        lambda client, image: client.post("/predict", params={"explain": "true"}, **raw(image)),
+    ),
+    "batch explained": (
+        200,
+        lambda client, image: client.post(
+            "/predict/batch?explain=true", files=[("files", ("a.png", image))]
+        ),
+    ),
+    "explain not a boolean": (
+        422,
+        lambda client, image: client.post("/predict", params={"explain": "2"}, **raw(image)),
+    ),
     "batch with a failing file": (
         200,
         lambda client, image: client.post(

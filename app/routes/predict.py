@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import io
 
+import numpy as np
 from fastapi import APIRouter, Request
+from PIL import Image
 from starlette.responses import Response
 
 from app.dependencies import ready_services
 from app.error_handlers import error_detail
-from app.errors import ServiceError
+from app.errors import InvalidRequestError, ServiceError
 from app.inference import Classified
+from app.preprocess import Preprocessed
 from app.routes.direct import DirectRoute
 from app.routes.openapi import error_responses
-from app.schemas import BatchItem, BatchResponse, ModelRef, Prediction
+from app.schemas import BatchItem, BatchResponse, CropBox, Explanation, ModelRef, Prediction
 from app.uploads import read_image, read_images
 
 PREDICT_PATH = "/predict"
@@ -22,7 +27,17 @@ PREDICT_BATCH_PATH = "/predict/batch"
 router = APIRouter(tags=["predict"], route_class=DirectRoute)
 
 _IMAGE_BODY = {"type": "string", "format": "binary"}
+_EXPLAIN_PARAMETER = {
+    "name": "explain",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "boolean", "default": False},
+    "description": "Add `explain` to each prediction: the 28x28 input the model saw (a base64 "
+    "PNG) and what preprocessing did (inverted or not, crop box, scale).",
+}
+_TRUE, _FALSE = frozenset({"true", "1", "yes", "on"}), frozenset({"false", "0", "no", "off"})
 SINGLE_UPLOAD = {
+    "parameters": [_EXPLAIN_PARAMETER],
     "requestBody": {
         "required": True,
         "description": "The image as a multipart field named `file`, or as the raw body.",
@@ -37,9 +52,10 @@ SINGLE_UPLOAD = {
             "image/*": {"schema": _IMAGE_BODY},
             "application/octet-stream": {"schema": _IMAGE_BODY},
         },
-    }
+    },
 }
 BATCH_UPLOAD = {
+    "parameters": [_EXPLAIN_PARAMETER],
     "requestBody": {
         "required": True,
         "description": "One multipart field named `files` per image.",
@@ -52,11 +68,11 @@ BATCH_UPLOAD = {
                 },
             }
         },
-    }
+    },
 }
 
 
-def prediction(classified: Classified) -> Prediction:
+def prediction(classified: Classified, explain: bool) -> Prediction:
     labels, probabilities = classified.model.labels, classified.probabilities
     best = int(probabilities.argmax())
     return Prediction(
@@ -64,7 +80,27 @@ def prediction(classified: Classified) -> Prediction:
         confidence=float(probabilities[best]),
         probabilities=dict(zip(labels, probabilities.tolist(), strict=True)),
         model=ModelRef(name=classified.model.name, version=classified.model.version),
+        explain=explanation(classified.preprocessed) if explain else None,
     )
+
+
+def explanation(preprocessed: Preprocessed) -> Explanation:
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(preprocessed.pixels).astype(np.uint8)).save(buffer, "PNG")
+    left, top, right, bottom = preprocessed.crop_box
+    return Explanation(
+        input_png=base64.b64encode(buffer.getvalue()).decode("ascii"),
+        inverted=preprocessed.inverted,
+        crop_box=CropBox(left=left, top=top, right=right, bottom=bottom),
+        scale=preprocessed.scale,
+    )
+
+
+def explain_requested(request: Request) -> bool:
+    value = request.query_params.get("explain", "false").lower()
+    if value not in _TRUE | _FALSE:
+        raise InvalidRequestError(f"explain must be true or false, not {value[:20]!r}.")
+    return value in _TRUE
 
 
 def server_timing(classified: Classified) -> str:
@@ -92,9 +128,11 @@ def json_response(
 )
 async def predict(request: Request) -> Response:
     services = ready_services(request)
+    explain = explain_requested(request)
     data, _ = await read_image(request)
     classified = await services.inference.classify(data)
-    return json_response(prediction(classified), {"Server-Timing": server_timing(classified)})
+    body = prediction(classified, explain)
+    return json_response(body, {"Server-Timing": server_timing(classified)})
 
 
 @router.post(
@@ -108,6 +146,7 @@ async def predict(request: Request) -> Response:
 )
 async def predict_batch(request: Request) -> Response:
     services = ready_services(request)
+    explain = explain_requested(request)
     uploads = await read_images(request, services.settings.max_batch_files)
     outcomes = await asyncio.gather(
         *(services.inference.classify(data) for data, _ in uploads), return_exceptions=True
@@ -115,9 +154,11 @@ async def predict_batch(request: Request) -> Response:
     results = []
     for (_, filename), outcome in zip(uploads, outcomes, strict=True):
         if isinstance(outcome, ServiceError):
-            results.append(BatchItem(filename=filename, error=error_detail(outcome)))
+            results.append(
+                BatchItem(filename=filename, prediction=None, error=error_detail(outcome))
+            )
         elif isinstance(outcome, BaseException):
             raise outcome
         else:
-            results.append(BatchItem(filename=filename, prediction=prediction(outcome)))
+            results.append(BatchItem(filename=filename, prediction=prediction(outcome, explain)))
     return json_response(BatchResponse(results=results))

@@ -96,16 +96,33 @@ class MicroBatcher(Generic[Item, Result]):
 
     async def submit(self, item: Item) -> Completed[Result]:
         """Queue one item and wait for its result (raises the batch's error on failure)."""
+        [future] = self._enqueue([item])
+        return await future
+
+    async def submit_many(self, items: Sequence[Item]) -> list[Completed[Result]]:
+        """Queue several items at once, so they can share a batch, and wait for all of them."""
+        futures = self._enqueue(items)
+        try:
+            return list(await asyncio.gather(*futures))
+        finally:
+            for future in futures:  # One failed, or the caller gave up: skip the rest.
+                future.cancel()
+
+    def _enqueue(self, items: Sequence[Item]) -> list[asyncio.Future[Completed[Result]]]:
         if self._task is None:
             raise NotReadyError("The model is not loaded yet.")
-        if len(self._queue) >= self.max_queue_size:
+        if len(self._queue) + len(items) > self.max_queue_size:
             raise OverloadedError(
                 f"The inference queue is full ({self.max_queue_size} waiting); retry shortly."
             )
-        future: asyncio.Future[Completed[Result]] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Pending(item, future, time.perf_counter()))
+        loop = asyncio.get_running_loop()
+        enqueued_at = time.perf_counter()
+        futures: list[asyncio.Future[Completed[Result]]] = []
+        for item in items:
+            futures.append(loop.create_future())
+            self._queue.append(_Pending(item, futures[-1], enqueued_at))
         self._arrival.set()
-        return await future
+        return futures
 
     async def _run(self) -> None:
         while True:

@@ -28,7 +28,7 @@ from app.model_format import ModelLoadError, labels_of, read_metadata
 def compile_to_litert(version_dir: Path) -> bytes:
     """The serving signature as a LiteRT flatbuffer, checked against TensorFlow on a probe."""
     labels = labels_of(read_metadata(version_dir))
-    reference = tensorflow_runtime.load_signature(version_dir, len(labels))
+    reference, _ = tensorflow_runtime.load_signature(version_dir, len(labels))
     flatbuffer = tensorflow_runtime.convert_to_litert(version_dir)
     probe = probe_batch()
     compiled = LiteRTRunner(flatbuffer, threads=1)

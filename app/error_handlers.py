@@ -1,7 +1,13 @@
-"""The one place errors become HTTP responses: `{"error": {"code": ..., "message": ...}}`."""
+"""The one place errors become HTTP responses.
+
+Our own API answers `{"error": {"code": ..., "message": ...}}`. The TensorFlow Serving (`/v1/`)
+and KServe v2 (`/v2/`) protocols answer `{"error": "..."}`, as their clients expect, with their
+status conventions: an invalid argument is 400, a missed deadline 504.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 from http import HTTPStatus
 
@@ -10,16 +16,29 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from app.errors import ServiceError
+from app.errors import InferenceTimeoutError, ServiceError
 from app.schemas import ErrorDetail, ErrorResponse
 
 logger = logging.getLogger(__name__)
 
+_PROTOCOL_STATUS = {422: 400}
+_PROTOCOL_STATUS_BY_CODE = {InferenceTimeoutError.code: 504}
+
 
 def error_response(
-    status_code: int, code: str, message: str, headers: dict[str, str] | None = None
+    path: str,
+    status_code: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
 ) -> Response:
-    body = ErrorResponse(error=ErrorDetail(code=code, message=message)).model_dump_json()
+    if path == "/v2" or path.startswith(("/v1/", "/v2/")):
+        status_code = _PROTOCOL_STATUS_BY_CODE.get(code) or _PROTOCOL_STATUS.get(
+            status_code, status_code
+        )
+        body = json.dumps({"error": message})
+    else:
+        body = ErrorResponse(error=ErrorDetail(code=code, message=message)).model_dump_json()
     return Response(body, status_code, headers=headers, media_type="application/json")
 
 
@@ -34,31 +53,40 @@ def _http_code(status_code: int) -> str:
         return "http_error"
 
 
-async def _service_error(_: Request, error: Exception) -> Response:
+async def _service_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, ServiceError)
-    return error_response(error.status_code, error.code, error.message, error.headers)
+    return error_response(
+        request.url.path, error.status_code, error.code, error.message, error.headers
+    )
 
 
-async def _validation_error(_: Request, error: Exception) -> Response:
+async def _validation_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, RequestValidationError)
     problems = "; ".join(
         f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}"
         for problem in error.errors()
     )
-    return error_response(422, "invalid_request", problems or "The request is invalid.")
+    message = problems or "The request is invalid."
+    return error_response(request.url.path, 422, "invalid_request", message)
 
 
-async def _http_error(_: Request, error: Exception) -> Response:
+async def _http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
     headers = dict(error.headers) if error.headers else None
     return error_response(
-        error.status_code, _http_code(error.status_code), str(error.detail), headers
+        request.url.path,
+        error.status_code,
+        _http_code(error.status_code),
+        str(error.detail),
+        headers,
     )
 
 
 async def _unexpected_error(request: Request, error: Exception) -> Response:
     logger.exception("Unhandled error on %s %s", request.method, request.url.path)
-    return error_response(500, "internal_error", "Something went wrong on our side.")
+    return error_response(
+        request.url.path, 500, "internal_error", "Something went wrong on our side."
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -48,9 +48,26 @@ class InvalidRequestError(ServiceError):
     code = "invalid_request"
 
 
+class InvalidArgumentError(ServiceError):
+    """A protocol request (TensorFlow Serving, KServe v2) whose content the model cannot take."""
+
+    status_code = 400
+    code = "invalid_argument"
+
+
 class MalformedRequestError(ServiceError):
     status_code = 400
     code = "bad_request"
+
+
+class ModelNotFoundError(ServiceError):
+    status_code = 404
+    code = "model_not_found"
+
+
+class UnimplementedError(ServiceError):
+    status_code = 501
+    code = "unimplemented"
 
 
 class NotReadyError(ServiceError):

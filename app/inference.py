@@ -6,15 +6,17 @@ Every protocol router calls `classify`, so they all share one batcher and one mo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-from app.batching import MicroBatcher
+from app.batching import Completed, MicroBatcher
 from app.decoding import open_image
-from app.errors import InferenceTimeoutError
+from app.errors import InferenceTimeoutError, InvalidImageError, PayloadTooLargeError
 from app.models import LoadedModel, ModelRegistry
 from app.preprocess import Preprocessed, preprocess_image
 
@@ -54,29 +56,74 @@ class InferenceService:
         self.request_timeout_s = request_timeout_s
 
     async def classify(self, data: bytes) -> Classified:
+        """One encoded image: decoded, preprocessed, classified."""
         started = time.perf_counter()
+        preprocessed = await self._preprocess(data)
+        decoded = time.perf_counter()
+        async with self._deadline():
+            completed = await self.batcher.submit(preprocessed.pixels)
+        return _classified(preprocessed, completed, decoded - started)
+
+    async def classify_images(self, images: Sequence[bytes]) -> list[Classified]:
+        """Several encoded images of one request, queued together so they can share a batch.
+
+        The request stands or falls as a whole: the first image that cannot be classified fails
+        it, saying which one."""
+        started = time.perf_counter()
+        outcomes = await asyncio.gather(
+            *(self._preprocess(data) for data in images), return_exceptions=True
+        )
+        for index, outcome in enumerate(outcomes):
+            if isinstance(outcome, InvalidImageError | PayloadTooLargeError):
+                raise type(outcome)(f"Image {index}: {outcome.message}")
+            if isinstance(outcome, BaseException):
+                raise outcome
+        preprocessed = [outcome for outcome in outcomes if isinstance(outcome, Preprocessed)]
+        return await self._classify_all(preprocessed, time.perf_counter() - started)
+
+    async def classify_inputs(self, inputs: np.ndarray) -> list[Classified]:
+        """(N, 28, 28) model inputs, classified as they are."""
+        height, width = inputs.shape[1:]
+        taken_as_is = [
+            Preprocessed(pixels, False, (0.0, 0.0, float(width), float(height)), 1.0)
+            for pixels in inputs
+        ]
+        return await self._classify_all(taken_as_is, 0.0)
+
+    async def _classify_all(
+        self, preprocessed: list[Preprocessed], decode_s: float
+    ) -> list[Classified]:
+        async with self._deadline():
+            completed = await self.batcher.submit_many([item.pixels for item in preprocessed])
+        return [
+            _classified(item, result, decode_s)
+            for item, result in zip(preprocessed, completed, strict=True)
+        ]
+
+    async def _preprocess(self, data: bytes) -> Preprocessed:
         opened = open_image(data, max_pixels=self.max_image_pixels)
         profile = self.registry.current.profile
         if opened.pixel_count <= INLINE_MAX_PIXELS:
-            preprocessed = preprocess_image(opened, profile)
-        else:
-            preprocessed = await asyncio.get_running_loop().run_in_executor(
-                self.preprocess_pool, preprocess_image, opened, profile
-            )
-        decoded = time.perf_counter()
+            return preprocess_image(opened, profile)
+        return await asyncio.get_running_loop().run_in_executor(
+            self.preprocess_pool, preprocess_image, opened, profile
+        )
+
+    @contextlib.asynccontextmanager
+    async def _deadline(self) -> AsyncIterator[None]:
         try:
             async with asyncio.timeout(self.request_timeout_s):
-                completed = await self.batcher.submit(preprocessed.pixels)
+                yield
         except TimeoutError:
             raise InferenceTimeoutError(
                 f"No result within {self.request_timeout_s:g} s: the service is overloaded."
             ) from None
-        model, probabilities = completed.value
-        return Classified(
-            model,
-            probabilities,
-            preprocessed,
-            decoded - started,
-            completed.queue_s,
-            completed.inference_s,
-        )
+
+
+def _classified(
+    preprocessed: Preprocessed, completed: Completed[ModelOutput], decode_s: float
+) -> Classified:
+    model, probabilities = completed.value
+    return Classified(
+        model, probabilities, preprocessed, decode_s, completed.queue_s, completed.inference_s
+    )

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from app import compile_cache
-from app.model_format import INPUT_SHAPE, ModelLoadError, check_model_io
+from app.model_format import INPUT_SHAPE, ModelLoadError, Signature, check_model_io
 
 # The two engines' probabilities differ by float rounding only; a difference near this
 # tolerance means the conversion changed the model.
@@ -47,15 +47,15 @@ class LiteRTRunner:
         inputs, outputs = self._run.get_input_details(), self._run.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
             raise ValueError("expected one input and one output in the LiteRT model")
-        self._input_name, self.input_details = next(iter(inputs.items()))
-        self._output_name, self.output_details = next(iter(outputs.items()))
+        self.input_name, self.input_details = next(iter(inputs.items()))
+        self.output_name, self.output_details = next(iter(outputs.items()))
         self._lock = threading.Lock()
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         with self._lock:
-            outputs = self._run(**{self._input_name: np.ascontiguousarray(batch)})
+            outputs = self._run(**{self.input_name: np.ascontiguousarray(batch)})
             # Copied inside the lock: the next call may reuse the interpreter's output buffer.
-            return np.array(outputs[self._output_name], copy=True)
+            return np.array(outputs[self.output_name], copy=True)
 
 
 def probe_batch() -> np.ndarray:
@@ -71,7 +71,7 @@ def installed() -> bool:
 
 def load(
     version_dir: Path, *, num_classes: int, threads: int, cache_dir: Path | None
-) -> LiteRTRunner:
+) -> tuple[LiteRTRunner, Signature]:
     """The compiled version, from the cache or compiled now; `NotConvertibleError` if it cannot."""
     if not installed():
         raise NotConvertibleError("ai-edge-litert is not installed on this platform")
@@ -80,14 +80,16 @@ def load(
         runner = LiteRTRunner(flatbuffer, threads=threads)
     except (ValueError, RuntimeError) as error:
         raise NotConvertibleError(str(error)) from None
-    check_model_io(
+    signature = check_model_io(
         version_dir,
+        input_name=runner.input_name,
         input_shape=[None, *runner.input_details["shape_signature"][1:]],
         input_is_float32=runner.input_details["dtype"] == np.float32,
+        output_name=runner.output_name,
         output_shape=[None, *runner.output_details["shape_signature"][1:]],
         num_classes=num_classes,
     )
-    return runner
+    return runner, signature
 
 
 def precompile(version_dir: Path, cache_dir: Path) -> None:

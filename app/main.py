@@ -18,10 +18,12 @@ from app.error_handlers import install_error_handlers
 from app.inference import InferenceService, ModelOutput
 from app.model_format import ModelLoadError
 from app.models import ModelRegistry, load_model, resolve_version_dir
-from app.routes import health, model, predict
+from app.routes import health, kserve, model, predict, tfserving
 from app.uploads import BodySizeLimit
 
 logger = logging.getLogger(__name__)
+
+PROTOCOL_PATHS = (tfserving.PREFIX, "/v2/models/")
 
 # Python's default is 700; fewer young collections measured faster (see the README).
 YOUNG_GC_THRESHOLD = 20_000
@@ -80,7 +82,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 services.ready = False
 
     def body_limit(path: str) -> int:
-        if path == predict.PREDICT_BATCH_PATH:
+        # Several images per request: the batch endpoint and both inference protocols.
+        if path == predict.PREDICT_BATCH_PATH or path.startswith(PROTOCOL_PATHS):
             return settings.max_batch_upload_bytes
         return settings.max_upload_bytes
 
@@ -95,4 +98,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(predict.router)
     app.include_router(health.router)
     app.include_router(model.router)
+    app.include_router(tfserving.router)
+    app.include_router(kserve.router)
     return app

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,15 @@ class PreprocessingProfile(StrEnum):
 
     MNIST = "mnist"
     FIT = "fit"
+
+
+@dataclass(frozen=True)
+class Signature:
+    """The serving signature's one input and one output, by name."""
+
+    input_name: str
+    output_name: str
+    num_classes: int
 
 
 class ModelLoadError(Exception):
@@ -69,11 +79,13 @@ def profile_of(metadata: dict[str, Any]) -> PreprocessingProfile:
 def check_model_io(
     version_dir: Path,
     *,
+    input_name: str,
     input_shape: Sequence[int | None],
     input_is_float32: bool,
+    output_name: str,
     output_shape: Sequence[int | None],
     num_classes: int,
-) -> None:
+) -> Signature:
     """The model must take float32 (N, 28, 28, 1) and give one probability per label."""
     if not input_is_float32 or list(input_shape)[1:] != list(INPUT_SHAPE):
         raise ModelLoadError(
@@ -85,3 +97,4 @@ def check_model_io(
             f"{version_dir}: output is {list(output_shape)}, but {METADATA_FILE} lists "
             f"{num_classes} labels"
         )
+    return Signature(input_name, output_name, num_classes)

@@ -13,11 +13,13 @@ from typing import Any
 import numpy as np
 
 from app.config import Settings
+from app.errors import ModelNotFoundError
 from app.model_format import (
     INPUT_SIDE,
     ModelLoadError,
     PreprocessingProfile,
     Runner,
+    Signature,
     labels_of,
     profile_of,
     read_metadata,
@@ -36,11 +38,12 @@ class LoadedModel:
     profile: PreprocessingProfile
     metadata: dict[str, Any]
     runtime: Runtime
-    _run: Runner = field(repr=False)
+    signature: Signature
+    run: Runner = field(repr=False)
 
     def predict_batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """(N, 28, 28) images -> (N, classes) probabilities. Blocking: call it off the loop."""
-        return self._run(np.stack(images).astype(np.float32, copy=False)[..., np.newaxis])
+        return self.run(np.stack(images).astype(np.float32, copy=False)[..., np.newaxis])
 
     def warm_up(self, batch_sizes: Iterable[int]) -> None:
         """Run every batch size once so the first real requests do not pay for set-up."""
@@ -72,7 +75,7 @@ def load_model(version_dir: Path, settings: Settings) -> LoadedModel:
     """Load and check a version with the settings' runtime, threads and compile cache."""
     metadata = read_metadata(version_dir)
     labels = labels_of(metadata)
-    runtime, run = load_runner(
+    runtime, run, signature = load_runner(
         version_dir,
         settings.runtime,
         num_classes=len(labels),
@@ -88,7 +91,8 @@ def load_model(version_dir: Path, settings: Settings) -> LoadedModel:
         profile=profile_of(metadata),
         metadata=metadata,
         runtime=runtime,
-        _run=run,
+        signature=signature,
+        run=run,
     )
 
 
@@ -106,6 +110,20 @@ class ModelRegistry:
 
     def versions_on_disk(self) -> list[int]:
         return available_versions(self.model_dir)
+
+    def resolve(
+        self, name: str, version: int | None = None, label: str | None = None
+    ) -> LoadedModel:
+        """The served model a protocol request names, or `ModelNotFoundError` (in TensorFlow
+        Serving's words)."""
+        model = self.current
+        if name != model.name:
+            raise ModelNotFoundError(f"Servable not found for request: Latest({name})")
+        if label is not None:
+            raise ModelNotFoundError(f"Unrecognized servable version label: {label}")
+        if version is not None and version != model.version:
+            raise ModelNotFoundError(f"Servable not found for request: Specific({name}, {version})")
+        return model
 
     def predict_batch(self, images: Sequence[np.ndarray]) -> list[tuple[LoadedModel, np.ndarray]]:
         model = self.current

@@ -12,7 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from app import litert_runtime
-from app.model_format import Runner
+from app.model_format import Runner, Signature
 
 logger = logging.getLogger(__name__)
 
@@ -30,14 +30,14 @@ def load_runner(
     threads: int,
     inter_op_threads: int,
     cache_dir: Path | None,
-) -> tuple[Runtime, Runner]:
+) -> tuple[Runtime, Runner, Signature]:
     """The runner to serve with: LiteRT when asked for and trustworthy, else TensorFlow."""
     if runtime is Runtime.LITERT:
         try:
-            runner = litert_runtime.load(
+            runner, signature = litert_runtime.load(
                 version_dir, num_classes=num_classes, threads=threads, cache_dir=cache_dir
             )
-            return Runtime.LITERT, runner
+            return Runtime.LITERT, runner, signature
         except litert_runtime.NotConvertibleError as error:
             logger.warning("LiteRT cannot run this model (%s); serving with TensorFlow", error)
     # Imported here, not at the top: importing TensorFlow costs ~0.5 GB of memory, which a
@@ -45,4 +45,5 @@ def load_runner(
     from app import tensorflow_runtime
 
     tensorflow_runtime.configure_threads(threads, inter_op_threads)
-    return Runtime.TENSORFLOW, tensorflow_runtime.load_signature(version_dir, num_classes)
+    run, signature = tensorflow_runtime.load_signature(version_dir, num_classes)
+    return Runtime.TENSORFLOW, run, signature

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from app.model_format import SIGNATURE_NAME, ModelLoadError, Runner, check_model_io
+from app.model_format import SIGNATURE_NAME, ModelLoadError, Runner, Signature, check_model_io
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf
@@ -30,7 +30,7 @@ def configure_threads(intra_op_threads: int, inter_op_threads: int) -> None:
         logger.debug("TensorFlow is already initialised; keeping its thread settings")
 
 
-def load_signature(version_dir: Path, num_classes: int) -> Runner:
+def load_signature(version_dir: Path, num_classes: int) -> tuple[Runner, Signature]:
     """The SavedModel's serving signature as a runner (the loaded module stays referenced)."""
     try:
         module = tf.saved_model.load(str(version_dir))
@@ -45,10 +45,12 @@ def load_signature(version_dir: Path, num_classes: int) -> Runner:
         raise ModelLoadError(f"{version_dir}: expected one input and one output in the signature")
     input_name, input_spec = next(iter(inputs.items()))
     output_name, output_spec = next(iter(outputs.items()))
-    check_model_io(
+    signature_io = check_model_io(
         version_dir,
+        input_name=input_name,
         input_shape=input_spec.shape.as_list(),
         input_is_float32=input_spec.dtype == tf.float32,
+        output_name=output_name,
         output_shape=output_spec.shape.as_list(),
         num_classes=num_classes,
     )
@@ -56,7 +58,7 @@ def load_signature(version_dir: Path, num_classes: int) -> Runner:
     def run(batch: np.ndarray, _module: Any = module) -> np.ndarray:
         return np.asarray(signature(**{input_name: tf.constant(batch)})[output_name].numpy())
 
-    return run
+    return run, signature_io
 
 
 def convert_to_litert(version_dir: Path) -> bytes:

@@ -41,6 +41,7 @@ class BodySizeLimit:
             if name == b"content-length":
                 if not value.isdigit() or int(value) > limit:
                     response = error_response(
+                        scope["path"],
                         413,
                         PayloadTooLargeError.code,
                         _too_large(limit),

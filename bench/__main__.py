@@ -28,7 +28,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.payloads import FIXTURE, Payload, load_payloads, multipart
+from bench.payloads import FIXTURE, REQUEST_KINDS, Payload, Request, load_payloads, requests
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -40,7 +40,7 @@ class Server:
     name: str
     command: list[str]
     env: dict[str, str]
-    raw_body: bool  # Whether it accepts the image as the raw request body too.
+    bodies: tuple[str, ...]  # The request kinds it accepts (see bench.payloads.requests).
 
 
 @dataclass
@@ -63,12 +63,14 @@ def servers(port: int) -> list[Server]:
     ours_env = {"CNN_SERVE_PORT": str(port), "CNN_SERVE_LOG_LEVEL": "warning"}
     one_worker = {**ours_env, "CNN_SERVE_WORKERS": "1", "CNN_SERVE_INFERENCE_THREADS": "2"}
     reference = [sys.executable, "-m", "bench.reference_servers"]
+    every_kind = tuple(REQUEST_KINDS)
+    plain = ("multipart", "raw")
     return [
-        Server("cnn-serve", ours, ours_env, raw_body=True),
-        Server("cnn-serve x1", ours, one_worker, raw_body=True),
-        Server("HTTP ceiling", [*reference, "ceiling", "--port", str(port)], {}, raw_body=True),
-        Server("unbatched", [*reference, "unbatched", "--port", str(port)], {}, raw_body=False),
-        Server("seed-style", [*reference, "seed", "--port", str(port)], {}, raw_body=False),
+        Server("cnn-serve", ours, ours_env, every_kind),
+        Server("cnn-serve x1", ours, one_worker, plain),
+        Server("HTTP ceiling", [*reference, "ceiling", "--port", str(port)], {}, plain),
+        Server("unbatched", [*reference, "unbatched", "--port", str(port)], {}, ("multipart",)),
+        Server("seed-style", [*reference, "seed", "--port", str(port)], {}, ("multipart",)),
     ]
 
 
@@ -145,16 +147,17 @@ def run_wrk(
     wrk: str,
     port: int,
     body_file: Path,
-    content_type: str,
-    expect: str,
+    request: Request,
+    check_labels: bool,
     concurrency: int,
     duration_s: float,
 ) -> dict[str, float]:
     env = {
         **os.environ,
         "BENCH_BODY": str(body_file),
-        "BENCH_CONTENT_TYPE": content_type,
-        "BENCH_EXPECT": expect,
+        "BENCH_HEADERS": "\n".join(f"{k}: {v}" for k, v in request.headers.items()),
+        "BENCH_EXPECT": request.expect if check_labels else "",
+        "BENCH_ARGMAX": str(request.argmax) if check_labels and request.argmax >= 0 else "",
     }
     command = [
         wrk,
@@ -165,7 +168,7 @@ def run_wrk(
         "30s",
         "-s",
         str(WRK_SCRIPT),
-        f"http://127.0.0.1:{port}/predict",
+        f"http://127.0.0.1:{port}{request.path}",
     ]
     output = subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout
     values: dict[str, float] = {}
@@ -176,7 +179,7 @@ def run_wrk(
     return values
 
 
-def wait_until_drained(port: int, body: Path, content_type: str, timeout_s: float = 120) -> None:
+def wait_until_drained(port: int, body: Path, request: Request, timeout_s: float = 120) -> None:
     """A slow server still works off the last cell's backlog (in its event loop, thread pools
     and batcher); the next cell starts once a real prediction is quick again, three times.
     (Quick: 0.2 s, well above the slowest server's c=1 latency of ~60 ms.)"""
@@ -186,9 +189,9 @@ def wait_until_drained(port: int, body: Path, content_type: str, timeout_s: floa
         try:
             started_at = time.perf_counter()
             httpx.post(
-                f"http://127.0.0.1:{port}/predict",
+                f"http://127.0.0.1:{port}{request.path}",
                 content=body.read_bytes(),
-                headers={"content-type": content_type},
+                headers=request.headers,
                 timeout=timeout_s,
             )
             quick = quick + 1 if time.perf_counter() - started_at < 0.2 else 0
@@ -202,16 +205,12 @@ def measure_servers(
     cells: list[Cell] = []
     process_stats: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as scratch:
-        bodies: dict[tuple[str, str], tuple[Path, str]] = {}
+        bodies: dict[tuple[str, str], tuple[Path, Request]] = {}
         for payload in payloads:
-            form, form_type = multipart(payload)
-            for body, data, content_type in (
-                ("multipart", form, form_type),
-                ("raw", payload.image, payload.content_type),
-            ):
+            for kind, request in requests(payload).items():
                 path = Path(scratch) / f"{len(bodies)}.bin"
-                path.write_bytes(data)
-                bodies[(payload.name, body)] = (path, content_type)
+                path.write_bytes(request.body)
+                bodies[(payload.name, kind)] = (path, request)
 
         for server in servers(args.port):
             if args.only and server.name not in args.only:
@@ -236,20 +235,16 @@ def measure_servers(
                     f"RSS {stats['rss_ready_mb']:.0f} MB",
                     flush=True,
                 )
-                kinds = ("multipart", "raw") if server.raw_body else ("multipart",)
                 for payload in payloads:
-                    for body in kinds:
-                        path, content_type = bodies[(payload.name, body)]
-                        expect = (
-                            "" if server.name == "HTTP ceiling" else f'"label":"{payload.label}"'
-                        )
+                    for body in server.bodies:
+                        path, request = bodies[(payload.name, body)]
                         for concurrency in args.concurrency:
                             values = run_wrk(
                                 wrk,
                                 args.port,
                                 path,
-                                content_type,
-                                expect,
+                                request,
+                                server.name != "HTTP ceiling",
                                 concurrency,
                                 args.duration,
                             )
@@ -282,10 +277,11 @@ def soak(
     """RSS of the default service, sampled while it serves PNG uploads at c=64 for `seconds`."""
     server = servers(port)[0]
     with tempfile.TemporaryDirectory() as scratch, started(server, port) as (process, _):
-        form, form_type = multipart(payload)
+        request = requests(payload)["multipart"]
         body = Path(scratch) / "body.bin"
-        body.write_bytes(form)
-        env = {**os.environ, "BENCH_BODY": str(body), "BENCH_CONTENT_TYPE": form_type}
+        body.write_bytes(request.body)
+        headers = "\n".join(f"{name}: {value}" for name, value in request.headers.items())
+        env = {**os.environ, "BENCH_BODY": str(body), "BENCH_HEADERS": headers}
         load = subprocess.Popen(
             [
                 wrk,
@@ -314,7 +310,7 @@ def soak(
 def format_cell(cell: Cell) -> str:
     wrong = f"{cell.wrong_labels}/{cell.checked}" if cell.checked else "-"
     return (
-        f"  {cell.server:<13}{cell.payload:<14}{cell.body:<10}c={cell.concurrency:<4}"
+        f"  {cell.server:<13}{cell.payload:<14}{cell.body:<15}c={cell.concurrency:<4}"
         f"{cell.requests_per_s:>9.0f} req/s  p50 {cell.p50_ms:>8.2f} ms  "
         f"p99 {cell.p99_ms:>8.2f} ms  errors {cell.errors:<5} wrong labels {wrong}"
     )
@@ -351,12 +347,13 @@ def ratios(cells: list[Cell], concurrency: int) -> list[str]:
                     f"  {payload}, c={concurrency}: {server} / {reference} = "
                     f"{mine.requests_per_s / other.requests_per_s:.2f}x"
                 )
-        raw = find(cells, "cnn-serve", payload, "raw", concurrency)
-        if raw:
-            lines.append(
-                f"  {payload}, c={concurrency}: raw body / multipart = "
-                f"{raw.requests_per_s / ours.requests_per_s:.2f}x"
-            )
+        for kind in REQUEST_KINDS:
+            other_kind = find(cells, "cnn-serve", payload, kind, concurrency)
+            if other_kind and kind != "multipart":
+                lines.append(
+                    f"  {payload}, c={concurrency}: {kind} / multipart = "
+                    f"{other_kind.requests_per_s / ours.requests_per_s:.2f}x"
+                )
     return lines
 
 
@@ -440,7 +437,7 @@ def plot(cells: list[Cell], path: Path) -> None:
                 if (c.server, c.body, c.payload) == (server, body, payload)
             )
             xs = [p[0] for p in points]
-            label = server if body == "multipart" else f"{server} (raw body)"
+            label = server if body == "multipart" else f"{server} ({body})"
             axes[0][column].plot(xs, [p[1] for p in points], marker="o", label=label)
             axes[1][column].plot(xs, [p[2] for p in points], marker="o", label=label)
         axes[0][column].set(

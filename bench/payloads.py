@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import io
+import json
+import struct
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +50,64 @@ def _jpeg_photo(digit: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, "JPEG", quality=85)
     return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class Request:
+    """One way of sending a payload: where, with which headers, and how to check the answer
+    (`expect`: a substring of the right answer; or `argmax`: the index of the highest of the
+    first list of numbers in it)."""
+
+    path: str
+    body: bytes
+    headers: dict[str, str]
+    expect: str = ""
+    argmax: int = -1
+
+
+REQUEST_KINDS = {
+    "multipart": "POST /predict, multipart/form-data",
+    "raw": "POST /predict, the image as the body",
+    "tf-serving b64": 'POST /v1/models/mnist:predict, {"instances": [{"b64": ...}]}',
+    "v2 binary": "POST /v2/models/mnist/infer, BYTES input in binary, top class as JSON",
+}
+
+
+def requests(payload: Payload) -> dict[str, Request]:
+    """Each kind of request in REQUEST_KINDS for the payload."""
+    form, form_type = multipart(payload)
+    expect = f'"label":"{payload.label}"'
+    instances = {"instances": [{"b64": base64.b64encode(payload.image).decode()}]}
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "image",
+                    "shape": [1],
+                    "datatype": "BYTES",
+                    "parameters": {"binary_data_size": 4 + len(payload.image)},
+                }
+            ],
+            "outputs": [{"name": "output_0", "parameters": {"classification": 1}}],
+        }
+    ).encode()
+    tensor = struct.pack("<I", len(payload.image)) + payload.image
+    return {
+        "multipart": Request("/predict", form, {"Content-Type": form_type}, expect),
+        "raw": Request("/predict", payload.image, {"Content-Type": payload.content_type}, expect),
+        "tf-serving b64": Request(
+            "/v1/models/mnist:predict",
+            json.dumps(instances).encode(),
+            {"Content-Type": "application/json"},
+            argmax=int(payload.label),
+        ),
+        "v2 binary": Request(
+            "/v2/models/mnist/infer",
+            header + tensor,
+            {"Inference-Header-Content-Length": str(len(header))},
+            expect=f':{payload.label}:{payload.label}"',
+        ),
+    }
 
 
 def multipart(payload: Payload) -> tuple[bytes, str]:

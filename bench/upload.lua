@@ -1,10 +1,15 @@
--- wrk script: POST one upload body (read from BENCH_BODY) and check each answer's label.
+-- wrk script: POST one request body (read from BENCH_BODY) with the headers in BENCH_HEADERS
+-- ("Name: value" lines), and check each answer: it contains BENCH_EXPECT, or the highest of
+-- the first list of numbers in it is at index BENCH_ARGMAX.
 local file = assert(io.open(os.getenv("BENCH_BODY"), "rb"))
 wrk.method = "POST"
 wrk.body = file:read("*a")
 file:close()
-wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE")
+for name, value in string.gmatch(os.getenv("BENCH_HEADERS") or "", "([^:\n]+): ([^\n]*)") do
+  wrk.headers[name] = value
+end
 local expected = os.getenv("BENCH_EXPECT") or ""
+local argmax = tonumber(os.getenv("BENCH_ARGMAX") or "")
 
 local threads = {}
 
@@ -17,12 +22,28 @@ function init(args)
   wrong = 0
 end
 
-function response(status, headers, body)
-  if status == 200 and expected ~= "" then
-    checked = checked + 1
-    if not string.find(body, expected, 1, true) then
-      wrong = wrong + 1
+local function highest_index(body)
+  local list = string.match(body, "%[%[([^%]]*)%]")
+  if not list then return -1 end
+  local best, best_index, index = nil, -1, 0
+  for number in string.gmatch(list, "[^,%s]+") do
+    local value = tonumber(number)
+    if value and (best == nil or value > best) then
+      best, best_index = value, index
     end
+    index = index + 1
+  end
+  return best_index
+end
+
+function response(status, headers, body)
+  if status ~= 200 then return end
+  if expected ~= "" then
+    checked = checked + 1
+    if not string.find(body, expected, 1, true) then wrong = wrong + 1 end
+  elseif argmax then
+    checked = checked + 1
+    if highest_index(body) ~= argmax then wrong = wrong + 1 end
   end
 end
 

@@ -35,7 +35,9 @@ DEFAULT_PER_CATEGORY = 500
 
 def predict(model_dir: Path, images: np.ndarray) -> np.ndarray:
     """Class probabilities from the SavedModel's serving signature, for uint8 (N, 28, 28)."""
-    serve = tensorflow_runtime.load_signature(model_dir, len(labels_of(read_metadata(model_dir))))
+    serve, _ = tensorflow_runtime.load_signature(
+        model_dir, len(labels_of(read_metadata(model_dir)))
+    )
     batches = [
         serve(images[start : start + BATCH_SIZE].astype(np.float32)[..., np.newaxis])
         for start in range(0, len(images), BATCH_SIZE)

@@ -15,6 +15,19 @@ ERROR_DESCRIPTIONS = {
 }
 
 
+def path_parameters(path: str, descriptions: dict[str, str]) -> dict[str, Any]:
+    """`openapi_extra` documenting the path's parameters: routes that take the Request itself
+    (`DirectRoute`) have no signature for FastAPI to read them from."""
+    return {
+        "parameters": [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            | {"description": description}
+            for name, description in descriptions.items()
+            if "{" + name in path
+        ]
+    }
+
+
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {
         status: {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS[status]}

@@ -1,0 +1,308 @@
+"""KServe v2 / Open Inference Protocol (REST), with Triton's binary tensor data and
+classification extensions, over the same registry and batcher.
+
+The input is the model's one input, either as FP32 [N,28,28,1], [N,28,28] or [N,784] (pixels in
+0-255) or as BYTES [N] of encoded images, which go through the same preprocessing as uploads
+(base64 strings in JSON; length-prefixed bytes in binary). The output is FP32 [N, classes] of
+probabilities, or with `"classification": k` the k best classes as "score:index:label".
+`tritonclient` sends binary requests without a Content-Type, so the body is read as it comes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse, Response
+
+from app.dependencies import Services, ready_services
+from app.errors import InvalidArgumentError, MalformedRequestError, ModelNotFoundError
+from app.model_format import INPUT_SHAPE
+from app.models import LoadedModel
+from app.routes.direct import DirectRoute
+from app.routes.openapi import path_parameters
+from app.tensors import (
+    from_base64,
+    join_bytes_elements,
+    model_inputs,
+    split_bytes_elements,
+    top_classes,
+)
+
+SERVER_NAME = "cnn-serve"
+EXTENSIONS = ["binary_tensor_data", "classification"]
+HEADER_LENGTH = "inference-header-content-length"
+PLATFORM = "tensorflow_savedmodel"
+
+router = APIRouter(tags=["KServe v2 / Open Inference Protocol"], route_class=DirectRoute)
+_MODEL_PATHS = ("/v2/models/{model_name}", "/v2/models/{model_name}/versions/{model_version}")
+
+
+@dataclass(frozen=True)
+class _RequestedOutput:
+    name: str
+    binary: bool
+    classification: int
+
+
+async def server_metadata(request: Request) -> Response:
+    return JSONResponse(
+        {"name": SERVER_NAME, "version": request.app.version, "extensions": EXTENSIONS}
+    )
+
+
+async def live(_: Request) -> Response:
+    return JSONResponse({"live": True})
+
+
+async def ready(request: Request) -> Response:
+    ready_services(request)
+    return JSONResponse({"ready": True})
+
+
+def _served(request: Request) -> tuple[Services, LoadedModel]:
+    services = ready_services(request)
+    version_text = request.path_params.get("model_version")
+    version = None
+    if version_text is not None:
+        if not version_text.isdigit():
+            raise ModelNotFoundError(f"Model version '{version_text}' is not a version number.")
+        version = int(version_text)
+    model = services.inference.registry.resolve(request.path_params["model_name"], version)
+    return services, model
+
+
+async def model_metadata(request: Request) -> Response:
+    _, model = _served(request)
+    return JSONResponse(
+        {
+            "name": model.name,
+            "versions": [str(model.version)],
+            "platform": PLATFORM,
+            "inputs": [
+                {
+                    "name": model.signature.input_name,
+                    "datatype": "FP32",
+                    "shape": [-1, *INPUT_SHAPE],
+                }
+            ],
+            "outputs": [
+                {
+                    "name": model.signature.output_name,
+                    "datatype": "FP32",
+                    "shape": [-1, model.signature.num_classes],
+                }
+            ],
+        }
+    )
+
+
+async def model_ready(request: Request) -> Response:
+    model = _served(request)[1]
+    return JSONResponse({"name": model.name, "ready": True})
+
+
+async def infer(request: Request) -> Response:
+    services, model = _served(request)
+    header, binary = _split_body(await request.body(), request.headers.get(HEADER_LENGTH))
+    inputs = header.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise InvalidArgumentError(
+            f"Expected one input, '{model.signature.input_name}', for model '{model.name}'."
+        )
+    images_or_pixels, count = _read_input(inputs[0], binary, model, services)
+    requested = _requested_outputs(header, model)
+    if isinstance(images_or_pixels, np.ndarray):
+        classified = await services.inference.classify_inputs(images_or_pixels)
+    else:
+        classified = await services.inference.classify_images(images_or_pixels)
+    probabilities = np.stack([item.probabilities for item in classified]).astype("<f4")
+    return _response(header, model, requested, probabilities, count)
+
+
+def _split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
+    """The JSON header and, with the binary tensor data extension, the bytes after it."""
+    if header_length is not None:
+        if not header_length.isdigit() or int(header_length) > len(body):
+            raise InvalidArgumentError(
+                f"Inference-Header-Content-Length {header_length[:20]!r} does not fit the body."
+            )
+        body, binary = body[: int(header_length)], body[int(header_length) :]
+    else:
+        binary = b""
+    try:
+        header = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InvalidArgumentError(f"The request is not valid JSON: {error}") from None
+    if not isinstance(header, dict):
+        raise InvalidArgumentError("The request must be a JSON object.")
+    return header, binary
+
+
+def _read_input(
+    tensor: dict[str, Any], binary: bytes, model: LoadedModel, services: Services
+) -> tuple[np.ndarray | list[bytes], int]:
+    """(N, 28, 28) model inputs from FP32, or N encoded images from BYTES; and N."""
+    name, datatype, shape = tensor.get("name"), tensor.get("datatype"), tensor.get("shape")
+    if name != model.signature.input_name:
+        raise InvalidArgumentError(
+            f"Unexpected inference input '{name}' for model '{model.name}': its input is "
+            f"'{model.signature.input_name}'."
+        )
+    if not isinstance(shape, list) or not shape or not all(isinstance(d, int) for d in shape):
+        raise InvalidArgumentError(f"Input '{name}' needs a shape: a list of whole numbers.")
+    count = shape[0]
+    limit = services.settings.max_batch_files
+    if not 1 <= count <= limit:
+        raise MalformedRequestError(f"Input '{name}' has {count} instances; the limit is {limit}.")
+    binary_size = _parameters(tensor, f"Input '{name}'").get("binary_data_size")
+    if binary_size is not None and (not isinstance(binary_size, int) or binary_size != len(binary)):
+        raise InvalidArgumentError(
+            f"Input '{name}' declares {binary_size} bytes of binary data; {len(binary)} follow."
+        )
+    what = f"Input '{name}'"
+    if datatype == "FP32":
+        if binary_size is not None:
+            if len(binary) % 4:
+                raise InvalidArgumentError(f"{what}: FP32 binary data comes in 4-byte values.")
+            flat = np.frombuffer(binary, dtype="<f4")
+        else:
+            try:
+                flat = np.asarray(_data(tensor), dtype=np.float32).ravel()
+            except (ValueError, TypeError):
+                raise InvalidArgumentError(f"{what}: FP32 data must be numbers.") from None
+        if flat.size != math.prod(shape):
+            raise InvalidArgumentError(
+                f"{what} holds {flat.size} values; its shape {shape} needs {math.prod(shape)}."
+            )
+        return model_inputs(flat.reshape(shape), what=what), count
+    if datatype == "BYTES":
+        if math.prod(shape) != count:
+            raise InvalidArgumentError(f"{what}: a BYTES input of images is shaped [N] or [N, 1].")
+        if binary_size is not None:
+            return split_bytes_elements(binary, count, what=what), count
+        elements = np.asarray(_data(tensor), dtype=object).ravel()
+        if len(elements) != count:
+            raise InvalidArgumentError(
+                f"{what} holds {len(elements)} elements; shape says {count}."
+            )
+        return [
+            from_base64(element, what=f"{what}[{i}]") for i, element in enumerate(elements)
+        ], count
+    raise InvalidArgumentError(
+        f"{what} has datatype {datatype!r}: send FP32 model inputs or BYTES encoded images."
+    )
+
+
+def _parameters(holder: dict[str, Any], what: str) -> dict[str, Any]:
+    parameters = holder.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise InvalidArgumentError(f"{what}: 'parameters' must be an object.")
+    return parameters
+
+
+def _data(tensor: dict[str, Any]) -> Any:
+    if "data" not in tensor:
+        raise InvalidArgumentError(
+            f"Input '{tensor.get('name')}' has neither 'data' nor a binary_data_size."
+        )
+    return tensor["data"]
+
+
+def _requested_outputs(header: dict[str, Any], model: LoadedModel) -> list[_RequestedOutput]:
+    binary_by_default = bool(_parameters(header, "The request").get("binary_data_output", False))
+    outputs = header.get("outputs")
+    if outputs is None:
+        return [_RequestedOutput(model.signature.output_name, binary_by_default, 0)]
+    if not isinstance(outputs, list):
+        raise InvalidArgumentError("'outputs' must be a list.")
+    requested = []
+    for output in outputs:
+        name = output.get("name") if isinstance(output, dict) else None
+        if name != model.signature.output_name:
+            raise InvalidArgumentError(
+                f"Unexpected inference output '{name}' for model '{model.name}': its output is "
+                f"'{model.signature.output_name}'."
+            )
+        options = _parameters(output, f"Output '{name}'")
+        classification = options.get("classification", 0)
+        if not isinstance(classification, int) or classification < 0:
+            raise InvalidArgumentError("'classification' must be a whole number of classes.")
+        binary = bool(options.get("binary_data", binary_by_default))
+        requested.append(
+            _RequestedOutput(name, binary, min(classification, model.signature.num_classes))
+        )
+    return requested
+
+
+def _response(
+    header: dict[str, Any],
+    model: LoadedModel,
+    requested: list[_RequestedOutput],
+    probabilities: np.ndarray,
+    count: int,
+) -> Response:
+    outputs, blobs = [], []
+    for output in requested:
+        tensor: dict[str, Any] = {"name": output.name}
+        if output.classification:
+            classes = top_classes(probabilities, model.labels, output.classification)
+            strings = [
+                f"{score:f}:{index}:{label}" for row in classes for score, index, label in row
+            ]
+            tensor |= {"datatype": "BYTES", "shape": [count, output.classification]}
+            if output.binary:
+                blobs.append(join_bytes_elements([text.encode() for text in strings]))
+            else:
+                tensor["data"] = strings
+        else:
+            tensor |= {"datatype": "FP32", "shape": list(probabilities.shape)}
+            if output.binary:
+                blobs.append(probabilities.tobytes())
+            else:
+                tensor["data"] = probabilities.ravel().tolist()
+        if output.binary:
+            tensor["parameters"] = {"binary_data_size": len(blobs[-1])}
+        outputs.append(tensor)
+    body: dict[str, Any] = {"model_name": model.name, "model_version": str(model.version)}
+    if "id" in header:
+        body["id"] = header["id"]
+    echoed = {
+        key: value
+        for key, value in _parameters(header, "The request").items()
+        if key != "binary_data_output"
+    }
+    if echoed:
+        body["parameters"] = echoed
+    body["outputs"] = outputs
+    text = json.dumps(body).encode()
+    if not blobs:
+        return Response(text, media_type="application/json")
+    return Response(
+        text + b"".join(blobs),
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(len(text))},
+    )
+
+
+router.add_api_route("/v2", server_metadata, methods=["GET"], summary="Server metadata")
+router.add_api_route("/v2/health/live", live, methods=["GET"], summary="Server liveness")
+router.add_api_route("/v2/health/ready", ready, methods=["GET"], summary="Server readiness")
+_PATH_PARAMETERS = {
+    "model_name": "The model's name (`CNN_SERVE_MODEL_NAME`).",
+    "model_version": "A version number.",
+}
+for _path in _MODEL_PATHS:
+    _extra = path_parameters(_path, _PATH_PARAMETERS)
+    for _suffix, _endpoint, _method, _summary in (
+        ("", model_metadata, "GET", "Model metadata"),
+        ("/ready", model_ready, "GET", "Model readiness"),
+        ("/infer", infer, "POST", "Inference (JSON, or JSON and binary tensor data)"),
+    ):
+        router.add_api_route(
+            _path + _suffix, _endpoint, methods=[_method], summary=_summary, openapi_extra=_extra
+        )

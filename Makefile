@@ -27,7 +27,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy app model bench
+	$(BIN)/mypy app model bench cnn_serve
 	$(BIN)/hadolint Dockerfile
 
 format: $(STAMP)

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 import numpy as np
 from fastapi import FastAPI
+from starlette.staticfiles import StaticFiles
 
 from app.batching import MicroBatcher
 from app.config import Settings
@@ -18,7 +19,7 @@ from app.error_handlers import install_error_handlers
 from app.inference import InferenceService, ModelOutput
 from app.model_format import ModelLoadError
 from app.models import ModelRegistry, load_model, resolve_version_dir
-from app.routes import health, kserve, model, predict, tfserving
+from app.routes import health, kserve, model, page, predict, tfserving
 from app.uploads import BodySizeLimit
 
 logger = logging.getLogger(__name__)
@@ -100,4 +101,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(model.router)
     app.include_router(tfserving.router)
     app.include_router(kserve.router)
+    app.include_router(page.router)
+    app.mount(page.STATIC_PATH, StaticFiles(directory=page.STATIC_DIR), name="static")
     return app

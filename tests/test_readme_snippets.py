@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -35,7 +36,11 @@ def snippets() -> list[tuple[str, str]]:
             if language == "python":
                 found.append(("python", code))
             else:
-                found += [("sh", line) for line in code.splitlines() if line.startswith("curl")]
+                found += [
+                    ("sh", line)
+                    for line in code.splitlines()
+                    if line.startswith(("curl", "cnn-serve"))
+                ]
     return found
 
 
@@ -53,6 +58,9 @@ def workdir(tmp_path_factory: pytest.TempPathFactory, digits) -> Path:
     photo = encode(paper_photo(images[2], side=400), "JPEG", quality=85)
     (folder / "b.jpg").write_bytes(photo)
     (folder / "photo.jpg").write_bytes(photo)
+    (folder / "scans").mkdir()
+    for index in range(3):
+        (folder / "scans" / f"{index}.png").write_bytes(png(images[10 + index]))
     return folder
 
 
@@ -75,6 +83,11 @@ def test_the_readme_has_snippets_for_every_client():
 )
 def test_snippet_runs(language: str, code: str, workdir: Path, address: str):
     code = code.replace("localhost:8000", address)
+    if code.startswith("cnn-serve"):  # The console script, as `make install` puts it in .venv/bin.
+        code = (
+            f"CNN_SERVE_URL=http://{address} {shlex.quote(sys.executable)} -m cnn_serve"
+            + code.removeprefix("cnn-serve")
+        )
     if language == "python":
         result = subprocess.run(
             [sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True, timeout=60

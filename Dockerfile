@@ -8,10 +8,14 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /build
+# Exact versions with hashes (`make lock` refreshes them), then the project without resolving.
+COPY requirements.lock ./
+RUN pip install --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY app ./app
 COPY model/*.py ./model/
-RUN pip install .
+COPY cnn_serve ./cnn_serve
+RUN pip install --no-deps .
 
 # Final stage: the virtual environment, the service's source and the model; no build tools.
 FROM python:3.11-slim

@@ -4,16 +4,24 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
+# The locks (exact versions and hashes) are resolved for Linux x86_64 and Python 3.11, what CI
+# and the image run; anywhere else the project's own version ranges are installed.
+LOCKED := $(shell $(PYTHON) -c "import platform, sys; print(sys.platform == 'linux' and platform.machine() == 'x86_64' and sys.version_info[:2] == (3, 11))")
 PYTEST_ARGS ?=
 TRAIN_ARGS ?= --data ../shared/data/mnist.npz
 BENCH_ARGS ?=
 
-.PHONY: install run test lint format train evaluate bench clean
+.PHONY: install run test lint format train evaluate bench lock clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+ifeq ($(LOCKED),True)
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+else
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+endif
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -42,6 +50,17 @@ evaluate: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Re-resolve both locks to the newest versions the ranges in pyproject.toml allow (needs PyPI).
+lock:
+	$(PYTHON) -m venv $(VENV)-lock
+	$(VENV)-lock/bin/python -m pip install --quiet pip-tools
+	$(VENV)-lock/bin/pip-compile --quiet --upgrade --generate-hashes --strip-extras --allow-unsafe \
+		--no-emit-index-url --no-emit-find-links --output-file requirements.lock pyproject.toml
+	$(VENV)-lock/bin/pip-compile --quiet --upgrade --generate-hashes --strip-extras --allow-unsafe \
+		--no-emit-index-url --no-emit-find-links --extra dev --output-file requirements-dev.lock \
+		pyproject.toml
+	rm -rf $(VENV)-lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

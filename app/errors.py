@@ -38,6 +38,15 @@ class ImageTooLargeError(PayloadTooLargeError):
     code = "image_too_large"
 
 
+class RequestTimeoutError(ServiceError):
+    status_code = 408
+    code = "request_timeout"
+
+    def __init__(self, message: str) -> None:
+        # The rest of the body may still come: the connection cannot be reused.
+        super().__init__(message, headers={"Connection": "close"})
+
+
 class UnsupportedMediaTypeError(ServiceError):
     status_code = 415
     code = "unsupported_media_type"

@@ -1,11 +1,13 @@
 """Getting image bytes out of a request, within the configured limits.
 
-`BodySizeLimit` refuses an oversized body from its Content-Length at once, or while it streams
-in (chunked uploads), so an upload is never buffered past the limit.
+`BodyLimits` refuses an oversized body from its Content-Length at once, or while it streams in
+(chunked uploads), so an upload is never buffered past the limit; and a body that does not
+arrive in time.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from starlette.requests import Request
@@ -17,6 +19,7 @@ from app.errors import (
     InvalidRequestError,
     MalformedRequestError,
     PayloadTooLargeError,
+    RequestTimeoutError,
     UnsupportedMediaTypeError,
 )
 from app.multipart import parse_form
@@ -25,12 +28,24 @@ RAW_IMAGE_TYPES = ("image/", "application/octet-stream")
 SUPPORTED_CONTENT_TYPES = "multipart/form-data, image/* or application/octet-stream"
 
 
-class BodySizeLimit:
-    """ASGI middleware: at most `limit_for(path)` bytes of request body."""
+class BodyLimits:
+    """ASGI middleware: at most `limit_for(path)` bytes of request body, arriving within
+    `timeout_s` in all and with no pause longer than `idle_timeout_s`.
 
-    def __init__(self, app: ASGIApp, limit_for: Callable[[str], int]) -> None:
+    Without the deadlines, a client that declares a long body and sends part of it would hold
+    its request open for as long as it keeps the connection."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit_for: Callable[[str], int],
+        timeout_s: float,
+        idle_timeout_s: float,
+    ) -> None:
         self.app = app
         self.limit_for = limit_for
+        self.timeout_s = timeout_s
+        self.idle_timeout_s = idle_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -51,10 +66,20 @@ class BodySizeLimit:
                     return
                 break
         received = 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
 
         async def limited_receive() -> Message:
             nonlocal received
-            message = await receive()
+            wait_s = min(self.idle_timeout_s, deadline - loop.time())
+            try:
+                async with asyncio.timeout(wait_s):
+                    message = await receive()
+            except TimeoutError:
+                raise RequestTimeoutError(
+                    f"The request body did not arrive in time: at most {self.timeout_s:g} s in "
+                    f"all and {self.idle_timeout_s:g} s between chunks."
+                ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:

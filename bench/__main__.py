@@ -28,6 +28,7 @@ from pathlib import Path
 
 import httpx
 
+from bench import mixed_soak
 from bench.payloads import FIXTURE, REQUEST_KINDS, Payload, Request, load_payloads, requests
 
 REPO = Path(__file__).resolve().parent.parent
@@ -271,6 +272,71 @@ def measure_servers(
     return cells, process_stats
 
 
+OVERLOAD_CONCURRENCY = (64, 256, 512, 1024)
+# A first answer quicker than this after a flood counts as recovered.
+RECOVERED_S = 0.05
+
+
+@dataclass
+class OverloadCell:
+    concurrency: int
+    ok_per_s: float
+    shed_per_s: float
+    accepted_p99_ms: float
+    other_errors: int
+    wrong_labels: int
+    recovery_s: float
+
+
+def overload(wrk: str, payload: Payload, port: int, duration_s: float) -> list[OverloadCell]:
+    """The default service flooded with PNG uploads at rising concurrency: what it serves, what
+    it sheds (503), the accepted requests' p99, and how soon after the flood it answers fast."""
+    server = servers(port)[0]
+    request = requests(payload)["multipart"]
+    cells = []
+    with tempfile.TemporaryDirectory() as scratch, started(server, port):
+        body = Path(scratch) / "body.bin"
+        body.write_bytes(request.body)
+        for concurrency in OVERLOAD_CONCURRENCY:
+            values = run_wrk(wrk, port, body, request, True, concurrency, duration_s)
+            flood_ended = time.perf_counter()
+            recovery_s = _first_fast_answer(port, request, flood_ended)
+            seconds = values["duration_us"] / 1e6
+            shed = values["shed"]
+            cell = OverloadCell(
+                concurrency,
+                ok_per_s=values["ok"] / seconds,
+                shed_per_s=shed / seconds,
+                accepted_p99_ms=values["accepted_p99"] / 1000,
+                other_errors=int(sum(values[k] for k in values if k.startswith("errors_")) - shed),
+                wrong_labels=int(values["wrong"]),
+                recovery_s=recovery_s,
+            )
+            cells.append(cell)
+            print(
+                f"  c={concurrency:<5} ok {cell.ok_per_s:>6.0f}/s  shed {cell.shed_per_s:>6.0f}/s  "
+                f"accepted p99 {cell.accepted_p99_ms:>7.1f} ms  other errors {cell.other_errors}  "
+                f"wrong labels {cell.wrong_labels}  fast again after {cell.recovery_s:.2f} s",
+                flush=True,
+            )
+            wait_until_drained(port, body, request)
+    return cells
+
+
+def _first_fast_answer(port: int, request: Request, since: float, timeout_s: float = 60) -> float:
+    with httpx.Client(timeout=timeout_s) as client:
+        while time.perf_counter() - since < timeout_s:
+            began = time.perf_counter()
+            response = client.post(
+                f"http://127.0.0.1:{port}{request.path}",
+                content=request.body,
+                headers=request.headers,
+            )
+            if response.status_code == 200 and time.perf_counter() - began < RECOVERED_S:
+                return time.perf_counter() - since
+    return float("inf")
+
+
 def soak(
     wrk: str, payload: Payload, port: int, seconds: float, every_s: float = 10
 ) -> list[tuple[float, float]]:
@@ -473,23 +539,65 @@ def main() -> None:
     parser.add_argument(
         "--soak", type=float, metavar="SECONDS", help="only: RSS under c=64 PNG load this long"
     )
+    parser.add_argument(
+        "--soak-mixed",
+        type=float,
+        metavar="SECONDS",
+        help="only: RSS and open files under valid, invalid, oversize and cut-off uploads",
+    )
     args = parser.parse_args()
     if args.quick:
         args.concurrency, args.duration = [1, 64], 3
 
     wrk = ensure_wrk()
     payloads = load_payloads()
+    if args.soak_mixed:
+        max_upload_bytes = 1_000_000
+        server = servers(args.port)[0]
+        server = replace(
+            server, env={**server.env, "CNN_SERVE_MAX_UPLOAD_BYTES": str(max_upload_bytes)}
+        )
+        clients = mixed_soak.CONCURRENCY
+        print(f"cnn-serve, mixed uploads with {clients} clients for {args.soak_mixed:g} s:")
+        with started(server, args.port) as (process, _):
+            samples, outcomes = mixed_soak.run(
+                args.port,
+                process.pid,
+                payloads,
+                args.soak_mixed,
+                rss_mb,
+                _children,
+                max_upload_bytes,
+            )
+        print(
+            "  answers: " + ", ".join(f"{key} x{value}" for key, value in sorted(outcomes.items()))
+        )
+        start, end = samples[0], samples[-1]
+        print(
+            f"  RSS {start[1]:.0f} -> {end[1]:.0f} MB, open files {start[2]} -> {end[2]} "
+            f"after {sum(outcomes.values())} requests"
+        )
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "soak-mixed.json").write_text(
+            json.dumps({"seconds_rss_mb_open_files": samples, "answers": outcomes}, indent=1)
+        )
+        return
     if args.soak:
         print(f"cnn-serve, 28x28 PNG multipart uploads at c=64 for {args.soak:g} s:")
-        samples = soak(wrk, payloads[0], args.port, args.soak)
+        rss_samples = soak(wrk, payloads[0], args.port, args.soak)
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "soak.json").write_text(json.dumps({"seconds_and_rss_mb": samples}, indent=1))
+        soaked = json.dumps({"seconds_and_rss_mb": rss_samples}, indent=1)
+        (RESULTS / "soak.json").write_text(soaked)
         return
     print(
         f"wrk -t1, {args.duration:g} s per cell, concurrency {args.concurrency}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}"
     )
     cells, process_stats = measure_servers(args, wrk, payloads)
+    overload_cells: list[OverloadCell] = []
+    if not args.only or "cnn-serve" in args.only:
+        print(f"\nOverload: cnn-serve (defaults), 28x28 PNG multipart, {args.duration:g} s each:")
+        overload_cells = overload(wrk, payloads[0], args.port, args.duration)
 
     print("\nRatios (req/s, multipart unless said):")
     for concurrency in args.concurrency:
@@ -516,6 +624,7 @@ def main() -> None:
         json.dumps(
             {
                 "cells": [asdict(cell) for cell in cells],
+                "overload": [asdict(cell) for cell in overload_cells],
                 "processes": process_stats,
                 "micro": micro,
                 "settings": {

@@ -110,6 +110,7 @@ def test_container_healthcheck_and_user(service):
         time.sleep(2)
         inspected = inspect(container)
     assert inspected["Config"]["User"] == "10001:10001"
+    assert inspected["HostConfig"]["ReadonlyRootfs"] is True
     assert "app.healthcheck" in " ".join(inspected["Config"]["Healthcheck"]["Test"])
     assert inspected["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
     probe = subprocess.run(
@@ -118,3 +119,9 @@ def test_container_healthcheck_and_user(service):
         timeout=30,
     )
     assert probe.returncode == 0
+    # Read-only root filesystem; the compile cache volume and /tmp stay writable.
+    for path, writable in (("/srv/app/x", False), ("/srv/cache/x", True), ("/tmp/x", True)):
+        touched = subprocess.run(
+            ["docker", "exec", container, "touch", path], capture_output=True, timeout=30
+        )
+        assert (touched.returncode == 0) is writable, (path, touched.stderr)

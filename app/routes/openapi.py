@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.schemas import ErrorResponse
+from app.schemas import ErrorResponse, ProtocolError
 
 ERROR_DESCRIPTIONS = {
     400: "Not a decodable image, a blank one, or a malformed request.",
+    404: "No such model or version.",
+    408: "The request body did not arrive in time.",
     413: "The upload, or the image's pixel count, is over the limit.",
     415: "Unsupported Content-Type.",
     422: "A required field is missing or invalid.",
     503: "Not ready, or overloaded (see Retry-After).",
+    504: "No result in time.",
 }
 
 
@@ -31,5 +34,13 @@ def path_parameters(path: str, descriptions: dict[str, str]) -> dict[str, Any]:
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {
         status: {"model": ErrorResponse, "description": ERROR_DESCRIPTIONS[status]}
+        for status in statuses
+    }
+
+
+def protocol_error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The TensorFlow Serving and KServe v2 endpoints' errors: `{"error": "..."}`."""
+    return {
+        status: {"model": ProtocolError, "description": ERROR_DESCRIPTIONS[status]}
         for status in statuses
     }

@@ -25,9 +25,5 @@ router = APIRouter()
 async def page() -> FileResponse:
     return FileResponse(
         STATIC_DIR / "index.html",
-        headers={
-            "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-            "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "no-referrer",
-        },
+        headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY},
     )

@@ -119,7 +119,7 @@ def json_response(
 @router.post(
     PREDICT_PATH,
     response_model=Prediction,
-    responses=error_responses(400, 413, 415, 422, 503),
+    responses=error_responses(400, 408, 413, 415, 422, 503),
     openapi_extra=SINGLE_UPLOAD,
     summary="Classify one image",
     description="PNG, JPEG, GIF, BMP, WebP or TIFF; photos and canvas drawings are turned into "
@@ -138,7 +138,7 @@ async def predict(request: Request) -> Response:
 @router.post(
     PREDICT_BATCH_PATH,
     response_model=BatchResponse,
-    responses=error_responses(400, 413, 415, 422, 503),
+    responses=error_responses(400, 408, 413, 415, 422, 503),
     openapi_extra=BATCH_UPLOAD,
     summary="Classify several images",
     description="Results come back in upload order; a file that cannot be classified gets an "

@@ -1,0 +1,89 @@
+"""Admission control: under overload, a fast 503 instead of a queue that makes everyone wait.
+
+A request admitted to a busy worker waits for the ones already in it; by Little's law that wait
+is the number in flight over the rate at which the worker completes them. The middleware learns
+that rate while the worker is busy and admits at most `capacity x budget` inference requests at
+once; one more is answered `503 overloaded` with `Retry-After` at once, before its body is read,
+so the admitted ones keep a bounded latency and the worker keeps serving near its capacity.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from app.error_handlers import error_response
+from app.errors import OverloadedError
+
+# Completions are counted over windows this long; a window counts towards the capacity when the
+# worker had work waiting throughout it.
+WINDOW_S = 0.1
+BUSY_IN_FLIGHT = 2
+# The capacity follows busy windows with this weight on the newest one.
+SMOOTHING = 0.2
+# Never fewer admitted than this, whatever the measurements say.
+MIN_IN_FLIGHT = 8
+
+
+class AdmissionControl:
+    def __init__(
+        self, app: ASGIApp, *, budget_s: float, applies_to: Callable[[Scope], bool]
+    ) -> None:
+        self.app = app
+        self.budget_s = budget_s
+        self.applies_to = applies_to
+        self.in_flight = 0
+        self.shed = 0
+        self.capacity_per_s = 0.0  # 0 until measured: nothing is refused before then.
+        self._window_started = time.monotonic()
+        self._window_completed = 0
+        self._window_min_in_flight = 0
+
+    @property
+    def limit(self) -> float:
+        if not self.capacity_per_s:
+            return float("inf")
+        return max(MIN_IN_FLIGHT, self.capacity_per_s * self.budget_s)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.applies_to(scope):
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.limit:
+            self.shed += 1
+            response = error_response(
+                scope["path"],
+                OverloadedError.status_code,
+                OverloadedError.code,
+                f"The service is at capacity (a new request would wait over "
+                f"{self.budget_s * 1000:g} ms); retry shortly.",
+                {"Retry-After": "1"},
+            )
+            await response(scope, receive, send)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+            self._completed()
+
+    def _completed(self) -> None:
+        self._window_completed += 1
+        self._window_min_in_flight = min(self._window_min_in_flight, self.in_flight)
+        now = time.monotonic()
+        elapsed = now - self._window_started
+        if elapsed < WINDOW_S:
+            return
+        if self._window_min_in_flight >= BUSY_IN_FLIGHT:
+            rate = self._window_completed / elapsed
+            self.capacity_per_s = (
+                rate
+                if not self.capacity_per_s
+                else (1 - SMOOTHING) * self.capacity_per_s + SMOOTHING * rate
+            )
+        self._window_started = now
+        self._window_completed = 0
+        self._window_min_in_flight = self.in_flight

@@ -14,8 +14,8 @@ from uvicorn.config import LOGGING_CONFIG
 from app import litert_runtime
 from app.config import Settings
 from app.model_format import ModelLoadError, read_metadata
-from app.models import resolve_version_dir
 from app.runtimes import Runtime
+from app.versions import scan
 
 logger = logging.getLogger("app")
 
@@ -28,12 +28,32 @@ def logging_config(level: str) -> dict[str, Any]:
 
 
 def preflight(settings: Settings) -> None:
-    """Once, before any worker starts: refuse a missing or broken model with one clear line
-    (a failing worker would otherwise be restarted forever), and compile it for the workers."""
-    version_dir = resolve_version_dir(settings.model_dir, settings.model_version)
-    read_metadata(version_dir)
-    if settings.runtime is Runtime.LITERT:
-        litert_runtime.precompile(version_dir, settings.compile_cache_dir)
+    """Once, before any worker starts: refuse a repository with no usable version with one
+    clear line (a failing worker would otherwise be restarted forever), and compile what the
+    workers will serve, so they read it from the cache."""
+    on_disk = scan(settings.model_dir)
+    usable = [v for v in on_disk if v.complete]
+    if settings.model_version is not None:
+        usable = [v for v in usable if v.number == settings.model_version]
+    if not usable:
+        which = f"version {settings.model_version}" if settings.model_version else "model versions"
+        raise ModelLoadError(
+            f"no {which} under {settings.model_dir} (expected {settings.model_dir}/1/ ...)"
+        )
+    problems, ready = [], 0
+    for version in sorted(usable, key=lambda v: -v.number):
+        try:
+            read_metadata(version.path)
+            if settings.runtime is Runtime.LITERT:
+                litert_runtime.precompile(version.path, settings.compile_cache_dir)
+        except ModelLoadError as error:
+            problems.append(str(error))
+            continue
+        ready += 1
+        if ready >= settings.model_versions_served:
+            return
+    if not ready:
+        raise ModelLoadError("; ".join(problems))
 
 
 def main() -> None:

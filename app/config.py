@@ -23,6 +23,12 @@ class Settings(BaseSettings):
     model_base_dir: Path = DEFAULT_MODEL_BASE_DIR
     model_name: str = Field("mnist", min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
     model_version: int | None = Field(None, ge=1)
+    # Without a pinned version: how many of the newest versions are served side by side.
+    model_versions_served: int = Field(1, ge=1, le=32)
+    # How often the model directory is looked at for new versions (0: only at start and on
+    # SIGHUP), and a JSON file of version labels such as {"stable": 3, "canary": 4}.
+    model_poll_interval_s: float = Field(2.0, ge=0, le=3600)
+    model_labels_file: Path | None = None
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -39,6 +45,9 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(64, ge=1, le=1024)
     batch_timeout_ms: float = Field(0.0, ge=0, le=1000)
     max_queue_size: int = Field(512, ge=1)
+    # Admission control: a worker admits as many inference requests as it completes in this
+    # many milliseconds (learnt under load); more get an immediate 503. 0 turns it off.
+    overload_budget_ms: float = Field(100.0, ge=0, le=60_000)
     request_timeout_s: float = Field(10.0, gt=0, le=600)
 
     # Limits on what a client may send.
@@ -46,6 +55,13 @@ class Settings(BaseSettings):
     max_batch_upload_bytes: int = Field(64 * MiB, ge=1024)
     max_batch_files: int = Field(64, ge=1, le=1024)
     max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=784)
+    # A request body must arrive within body_timeout_s in all, with no pause between chunks
+    # longer than body_idle_timeout_s; otherwise 408.
+    body_timeout_s: float = Field(10.0, gt=0, le=600)
+    body_idle_timeout_s: float = Field(5.0, gt=0, le=600)
+    # Browser pages on these origins may call the API (CORS), e.g. '["https://app.example"]';
+    # none by default.
+    cors_allow_origins: list[str] = []
 
     # What runs the model: LiteRT compiled from the SavedModel at start-up (checked against it,
     # falling back to TensorFlow when it cannot match), or the SavedModel's TensorFlow signature.

@@ -10,12 +10,14 @@ from fastapi import Depends, Request
 from app.config import Settings
 from app.errors import NotReadyError
 from app.inference import InferenceService
+from app.reloader import Reloader
 
 
 @dataclass
 class Services:
     settings: Settings
     inference: InferenceService
+    reloader: Reloader
     ready: bool = False
 
 

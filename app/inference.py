@@ -17,7 +17,7 @@ import numpy as np
 from app.batching import Completed, MicroBatcher
 from app.decoding import open_image
 from app.errors import InferenceTimeoutError, InvalidImageError, PayloadTooLargeError
-from app.models import LoadedModel, ModelRegistry
+from app.models import LoadedModel, ModelRegistry, Work
 from app.preprocess import Preprocessed, preprocess_image
 
 # Images up to this many pixels are preprocessed on the event loop: a thread hop would cost
@@ -43,7 +43,7 @@ class InferenceService:
     def __init__(
         self,
         registry: ModelRegistry,
-        batcher: MicroBatcher[np.ndarray, ModelOutput],
+        batcher: MicroBatcher[Work, ModelOutput],
         preprocess_pool: ThreadPoolExecutor,
         *,
         max_image_pixels: int,
@@ -55,23 +55,28 @@ class InferenceService:
         self.max_image_pixels = max_image_pixels
         self.request_timeout_s = request_timeout_s
 
-    async def classify(self, data: bytes) -> Classified:
-        """One encoded image: decoded, preprocessed, classified."""
+    async def classify(self, data: bytes, model: LoadedModel | None = None) -> Classified:
+        """One encoded image: decoded, preprocessed, classified (by the newest version served,
+        unless a version is given)."""
+        model = model or self.registry.current
         started = time.perf_counter()
-        preprocessed = await self._preprocess(data)
+        preprocessed = await self._preprocess(data, model)
         decoded = time.perf_counter()
         async with self._deadline():
-            completed = await self.batcher.submit(preprocessed.pixels)
+            completed = await self.batcher.submit((preprocessed.pixels, model))
         return _classified(preprocessed, completed, decoded - started)
 
-    async def classify_images(self, images: Sequence[bytes]) -> list[Classified]:
+    async def classify_images(
+        self, images: Sequence[bytes], model: LoadedModel | None = None
+    ) -> list[Classified]:
         """Several encoded images of one request, queued together so they can share a batch.
 
         The request stands or falls as a whole: the first image that cannot be classified fails
         it, saying which one."""
+        model = model or self.registry.current
         started = time.perf_counter()
         outcomes = await asyncio.gather(
-            *(self._preprocess(data) for data in images), return_exceptions=True
+            *(self._preprocess(data, model) for data in images), return_exceptions=True
         )
         for index, outcome in enumerate(outcomes):
             if isinstance(outcome, InvalidImageError | PayloadTooLargeError):
@@ -79,30 +84,34 @@ class InferenceService:
             if isinstance(outcome, BaseException):
                 raise outcome
         preprocessed = [outcome for outcome in outcomes if isinstance(outcome, Preprocessed)]
-        return await self._classify_all(preprocessed, time.perf_counter() - started)
+        return await self._classify_all(preprocessed, model, time.perf_counter() - started)
 
-    async def classify_inputs(self, inputs: np.ndarray) -> list[Classified]:
+    async def classify_inputs(
+        self, inputs: np.ndarray, model: LoadedModel | None = None
+    ) -> list[Classified]:
         """(N, 28, 28) model inputs, classified as they are."""
         height, width = inputs.shape[1:]
         taken_as_is = [
             Preprocessed(pixels, False, (0.0, 0.0, float(width), float(height)), 1.0)
             for pixels in inputs
         ]
-        return await self._classify_all(taken_as_is, 0.0)
+        return await self._classify_all(taken_as_is, model or self.registry.current, 0.0)
 
     async def _classify_all(
-        self, preprocessed: list[Preprocessed], decode_s: float
+        self, preprocessed: list[Preprocessed], model: LoadedModel, decode_s: float
     ) -> list[Classified]:
         async with self._deadline():
-            completed = await self.batcher.submit_many([item.pixels for item in preprocessed])
+            completed = await self.batcher.submit_many(
+                [(item.pixels, model) for item in preprocessed]
+            )
         return [
             _classified(item, result, decode_s)
             for item, result in zip(preprocessed, completed, strict=True)
         ]
 
-    async def _preprocess(self, data: bytes) -> Preprocessed:
+    async def _preprocess(self, data: bytes, model: LoadedModel) -> Preprocessed:
         opened = open_image(data, max_pixels=self.max_image_pixels)
-        profile = self.registry.current.profile
+        profile = model.profile
         if opened.pixel_count <= INLINE_MAX_PIXELS:
             return preprocess_image(opened, profile)
         return await asyncio.get_running_loop().run_in_executor(

@@ -2,25 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
+import signal
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from typing import Any
 
-import numpy as np
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
+from app.admission import AdmissionControl
 from app.batching import MicroBatcher
 from app.config import Settings
 from app.dependencies import Services
 from app.error_handlers import install_error_handlers
 from app.inference import InferenceService, ModelOutput
 from app.model_format import ModelLoadError
-from app.models import ModelRegistry, load_model, resolve_version_dir
-from app.routes import health, kserve, model, page, predict, tfserving
-from app.uploads import BodySizeLimit
+from app.models import ModelRegistry, Work
+from app.reloader import Reloader
+from app.routes import health, kserve, model, page, predict, repository, tfserving
+from app.security import SecurityHeaders
+from app.uploads import BodyLimits
 
 logger = logging.getLogger(__name__)
 
@@ -38,27 +46,48 @@ def warm_up_sizes(max_batch_size: int) -> list[int]:
     return sizes
 
 
+@asynccontextmanager
+async def _polling(reloader: Reloader, interval_s: float) -> AsyncIterator[None]:
+    """The reloader's polling (unless the interval is 0), and a rescan on SIGHUP."""
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[Any]] = set()
+    if interval_s > 0:
+        tasks.add(loop.create_task(reloader.poll(), name="model-poll"))
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # Not on every platform.
+        loop.add_signal_handler(
+            signal.SIGHUP, lambda: tasks.add(loop.create_task(reloader.sync(settled_only=False)))
+        )
+    try:
+        yield
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGHUP)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Services]]:
+        registry = ModelRegistry(settings.model_name, settings.model_dir)
+        sizes = warm_up_sizes(settings.max_batch_size)
+        reloader = Reloader(registry, settings, warm_up=lambda model: model.warm_up(sizes))
         try:
-            version_dir = resolve_version_dir(settings.model_dir, settings.model_version)
-            served = load_model(version_dir, settings)
+            await reloader.start()
         except ModelLoadError as error:
             logger.critical("Cannot start: %s", error)
             raise
-        served.warm_up(warm_up_sizes(settings.max_batch_size))
-        registry = ModelRegistry(settings.model_dir, served)
-        batcher: MicroBatcher[np.ndarray, ModelOutput] = MicroBatcher(
+        batcher: MicroBatcher[Work, ModelOutput] = MicroBatcher(
             registry.predict_batch,
             max_batch_size=settings.max_batch_size,
             batch_timeout_ms=settings.batch_timeout_ms,
             max_queue_size=settings.max_queue_size,
         )
         with ThreadPoolExecutor(settings.preprocess_threads, "preprocess") as preprocess_pool:
-            async with batcher:
+            async with batcher, _polling(reloader, settings.model_poll_interval_s):
                 inference = InferenceService(
                     registry,
                     batcher,
@@ -71,14 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 # frees, so frequent young collections are mostly wasted work.
                 gc.freeze()
                 gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
-                services = Services(settings, inference, ready=True)
-                logger.info(
-                    "Serving %s version %d from %s with %s",
-                    served.name,
-                    served.version,
-                    version_dir,
-                    served.runtime.value,
-                )
+                services = Services(settings, inference, reloader, ready=True)
                 yield {"services": services}
                 services.ready = False
 
@@ -94,13 +116,41 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
     )
-    app.add_middleware(BodySizeLimit, limit_for=body_limit)
+
+    def is_inference(scope: Scope) -> bool:
+        path: str = scope["path"]
+        return scope["method"] == "POST" and path.startswith(
+            (predict.PREDICT_PATH, *PROTOCOL_PATHS)
+        )
+
+    if settings.overload_budget_ms:
+        app.add_middleware(
+            AdmissionControl,
+            budget_s=settings.overload_budget_ms / 1000,
+            applies_to=is_inference,
+        )
+    app.add_middleware(SecurityHeaders)
+    if settings.cors_allow_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_allow_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+            expose_headers=["Server-Timing", "Retry-After", "Inference-Header-Content-Length"],
+        )
+    app.add_middleware(
+        BodyLimits,
+        limit_for=body_limit,
+        timeout_s=settings.body_timeout_s,
+        idle_timeout_s=settings.body_idle_timeout_s,
+    )
     install_error_handlers(app)
     app.include_router(predict.router)
     app.include_router(health.router)
     app.include_router(model.router)
     app.include_router(tfserving.router)
     app.include_router(kserve.router)
+    app.include_router(repository.router)
     app.include_router(page.router)
     app.mount(page.STATIC_PATH, StaticFiles(directory=page.STATIC_DIR), name="static")
     return app

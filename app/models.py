@@ -1,4 +1,4 @@
-"""Find model versions on disk, load one, and hold the one being served.
+"""Load model versions, and hold the ones being served.
 
 TensorFlow is not imported here: `app.runtimes` decides what executes the model.
 """
@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from app.config import Settings
-from app.errors import ModelNotFoundError
+from app.errors import ModelNotFoundError, NotReadyError
 from app.model_format import (
     INPUT_SIDE,
     ModelLoadError,
@@ -96,36 +97,90 @@ def load_model(version_dir: Path, settings: Settings) -> LoadedModel:
     )
 
 
-class ModelRegistry:
-    """The model being served and the versions on disk beside it.
+class VersionState(StrEnum):
+    """TensorFlow Serving's names for where a version is in its life."""
 
-    `predict_batch` reads `current` once per batch and returns the model with every row, so a
-    later swap of `current` (hot reload) can never mix two versions within one batch or answer
-    a request with a version it did not come from.
+    LOADING = "LOADING"
+    AVAILABLE = "AVAILABLE"
+    END = "END"  # Unloaded, or refused (then with an error message).
+
+
+@dataclass(frozen=True)
+class VersionStatus:
+    state: VersionState
+    error_message: str = ""
+
+
+# An image to classify and the version it is for.
+Work = tuple[np.ndarray, LoadedModel]
+
+
+class ModelRegistry:
+    """The versions being served, what became of every version seen, and the version labels.
+
+    A request picks its version once (`resolve`), and its image travels through the batcher
+    with that version (`Work`), so a version swapped out while the request waits still answers
+    it, and is released only when nothing refers to it any more.
     """
 
-    def __init__(self, model_dir: Path, model: LoadedModel) -> None:
+    def __init__(self, name: str, model_dir: Path, labels: dict[str, int] | None = None) -> None:
+        self.name = name
         self.model_dir = model_dir
-        self.current = model
+        self.labels = dict(labels or {})
+        self.served: dict[int, LoadedModel] = {}
+        self.statuses: dict[int, VersionStatus] = {}
+
+    @property
+    def current(self) -> LoadedModel:
+        """The newest version served: what a request that names no version gets."""
+        if not self.served:
+            raise NotReadyError("No model version is being served.")
+        return self.served[max(self.served)]
 
     def versions_on_disk(self) -> list[int]:
         return available_versions(self.model_dir)
 
+    def install(self, model: LoadedModel) -> None:
+        self.served[model.version] = model
+        self.statuses[model.version] = VersionStatus(VersionState.AVAILABLE)
+
+    def retire(self, version: int) -> None:
+        self.served.pop(version, None)
+        self.statuses[version] = VersionStatus(VersionState.END)
+
+    def refuse(self, version: int, error: str) -> None:
+        self.statuses[version] = VersionStatus(VersionState.END, error)
+
+    def mark_loading(self, version: int) -> None:
+        if version not in self.served:
+            self.statuses[version] = VersionStatus(VersionState.LOADING)
+
     def resolve(
         self, name: str, version: int | None = None, label: str | None = None
     ) -> LoadedModel:
-        """The served model a protocol request names, or `ModelNotFoundError` (in TensorFlow
+        """The served version a request names, or `ModelNotFoundError` (in TensorFlow
         Serving's words)."""
-        model = self.current
-        if name != model.name:
+        if name != self.name:
             raise ModelNotFoundError(f"Servable not found for request: Latest({name})")
         if label is not None:
-            raise ModelNotFoundError(f"Unrecognized servable version label: {label}")
-        if version is not None and version != model.version:
+            if label not in self.labels:
+                raise ModelNotFoundError(f"Unrecognized servable version label: {label}")
+            version = self.labels[label]
+        if version is None:
+            return self.current
+        if version not in self.served:
             raise ModelNotFoundError(f"Servable not found for request: Specific({name}, {version})")
-        return model
+        return self.served[version]
 
-    def predict_batch(self, images: Sequence[np.ndarray]) -> list[tuple[LoadedModel, np.ndarray]]:
-        model = self.current
-        probabilities = model.predict_batch(images)
-        return [(model, row) for row in probabilities]
+    def predict_batch(self, work: Sequence[Work]) -> list[tuple[LoadedModel, np.ndarray]]:
+        """Each image through the version it was queued for; one model call per version."""
+        results: list[tuple[LoadedModel, np.ndarray] | None] = [None] * len(work)
+        groups: dict[int, list[int]] = {}
+        for index, (_, model) in enumerate(work):
+            groups.setdefault(id(model), []).append(index)
+        for indices in groups.values():
+            model = work[indices[0]][1]
+            probabilities = model.predict_batch([work[index][0] for index in indices])
+            for index, row in zip(indices, probabilities, strict=True):
+                results[index] = (model, row)
+        return [result for result in results if result is not None]

@@ -70,6 +70,12 @@ class ErrorResponse(Strict):
     error: ErrorDetail
 
 
+class ProtocolError(Strict):
+    """Errors of the TensorFlow Serving and KServe v2 endpoints, as their clients expect."""
+
+    error: str = Field(examples=["Servable not found for request: Specific(mnist, 9)"])
+
+
 class BatchItem(Strict):
     """One file's outcome: a prediction, or the error that file alone caused."""
 
@@ -91,6 +97,11 @@ class Readiness(Strict):
     model: ModelRef
 
 
+class VersionStatusInfo(Strict):
+    state: str = Field(examples=["AVAILABLE"])
+    error_message: str = Field(examples=[""])
+
+
 class BatchingInfo(Strict):
     max_batch_size: int
     batch_timeout_ms: float
@@ -102,7 +113,17 @@ class ModelInfo(BaseModel):
 
     name: str = Field(examples=["mnist"])
     version: int = Field(examples=[1])
-    versions_available: list[int] = Field(examples=[[1]])
+    versions_available: list[int] = Field(
+        description="Version directories on disk.", examples=[[1, 2]]
+    )
+    versions_served: list[int] = Field(
+        description="The versions answering requests; the newest is the default.", examples=[[2]]
+    )
+    version_labels: dict[str, int] = Field(examples=[{"stable": 2}])
+    version_status: dict[str, VersionStatusInfo] = Field(
+        description="Every version seen: AVAILABLE, LOADING, or END (retired, or refused with "
+        "the reason)."
+    )
     labels: list[str] = Field(examples=[DIGITS])
     input: dict[str, Any]
     preprocessing: str = Field(examples=["mnist"])

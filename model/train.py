@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -69,11 +70,10 @@ RECIPES = {
         batch_size=128,
         learning_rate=3e-3,
         cosine_decay=True,
-        # The whole cosine schedule: its low-learning-rate end is where the best weights are.
-        early_stopping_patience=None,
+        early_stopping_patience=8,
         augment=True,
         clean_epochs=3,
-        rendered_uploads=40_000,
+        rendered_uploads=30_000,
     ),
 }
 
@@ -229,7 +229,11 @@ def main(argv: list[str] | None = None) -> Path:
     test_accuracy = float((predictions == dataset.y_test).mean())
 
     export_dir = next_version_dir(args.out / (args.name or default_name(dataset)))
-    export_saved_model(model, export_dir)
+    # Written under a name the service ignores, then renamed into place at once: a running
+    # service never sees a half-written version.
+    staging = export_dir.with_name(f".{export_dir.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    export_saved_model(model, staging)
     metadata = build_metadata(
         model=model,
         dataset=dataset,
@@ -245,10 +249,11 @@ def main(argv: list[str] | None = None) -> Path:
         rendered_uploads=rendered_count,
         command="python -m model.train " + shlex.join(argv),
     )
-    (export_dir / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    (staging / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
     matrix = confusion_matrix(dataset.y_test, predictions, num_classes)
-    save_training_curves(history.history, export_dir / "training_curves.png")
-    save_confusion_matrix(matrix, dataset.class_names, export_dir / "confusion_matrix.png")
+    save_training_curves(history.history, staging / "training_curves.png")
+    save_confusion_matrix(matrix, dataset.class_names, staging / "confusion_matrix.png")
+    os.rename(staging, export_dir)
 
     print(f"\nTest accuracy: {test_accuracy:.4f} on {len(dataset.x_test)} images")
     print(

@@ -11,7 +11,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 COMMITTED_MODEL_BASE = REPO / "model" / "export"
-COMMITTED_MODEL = COMMITTED_MODEL_BASE / "mnist" / "1"
+# The newest committed version: the one the service serves out of the box.
+COMMITTED_VERSION = max(
+    int(path.name) for path in (COMMITTED_MODEL_BASE / "mnist").iterdir() if path.name.isdigit()
+)
+COMMITTED_MODEL = COMMITTED_MODEL_BASE / "mnist" / str(COMMITTED_VERSION)
 SHARED_MNIST = REPO.parent / "shared" / "data" / "mnist.npz"
 
 

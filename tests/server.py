@@ -41,6 +41,15 @@ def wait_until_ready(
 @contextmanager
 def running_server(log_path: Path, **settings: str) -> Iterator[str]:
     """Yields the base URL of a fresh `python -m app` configured by CNN_SERVE_* settings."""
+    with server_process(log_path, **settings) as (base_url, _):
+        yield base_url
+
+
+@contextmanager
+def server_process(
+    log_path: Path, **settings: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """The same, yielding the process too (its pid, for signals and memory)."""
     port = free_port()
     # One worker unless a test asks for more: the suite starts many servers.
     env = {
@@ -57,7 +66,7 @@ def running_server(log_path: Path, **settings: str) -> Iterator[str]:
         base_url = f"http://127.0.0.1:{port}"
         try:
             wait_until_ready(base_url, process, timeout_s=60)
-            yield base_url
+            yield base_url, process
         finally:
             process.terminate()
             try:

@@ -19,7 +19,7 @@ from app.config import Settings
 from app.main import create_app
 from app.model_format import ModelLoadError
 from app.preprocess import preprocess
-from tests.conftest import COMMITTED_MODEL_BASE
+from tests.conftest import COMMITTED_MODEL_BASE, COMMITTED_VERSION
 from tests.imaging import canvas_drawing, encode, paper_photo, png
 
 pytestmark = pytest.mark.slow
@@ -59,14 +59,20 @@ def test_live(client: TestClient):
 def test_ready(client: TestClient):
     response = client.get("/health/ready")
     assert response.status_code == 200
-    assert response.json() == {"status": "ready", "model": {"name": "mnist", "version": 1}}
+    body = {"status": "ready", "model": {"name": "mnist", "version": COMMITTED_VERSION}}
+    assert response.json() == body
 
 
 def test_model_metadata(client: TestClient):
     info = client.get("/model").json()
     assert info["name"] == "mnist"
-    assert info["version"] == 1
-    assert info["versions_available"] == [1]
+    assert info["version"] == COMMITTED_VERSION
+    assert info["versions_available"][-1] == COMMITTED_VERSION
+    assert info["versions_served"] == [COMMITTED_VERSION]
+    assert info["version_status"][str(COMMITTED_VERSION)] == {
+        "state": "AVAILABLE",
+        "error_message": "",
+    }
     assert info["labels"] == [str(digit) for digit in range(10)]
     assert info["input"]["shape"] == [None, 28, 28, 1]
     assert info["preprocessing"] == "mnist"
@@ -86,7 +92,7 @@ def test_predict_multipart(client: TestClient, digits):
     assert sum(body["probabilities"].values()) == pytest.approx(1, abs=1e-4)
     assert body["confidence"] == max(body["probabilities"].values())
     assert body["probabilities"][body["label"]] == body["confidence"]
-    assert body["model"] == {"name": "mnist", "version": 1}
+    assert body["model"] == {"name": "mnist", "version": COMMITTED_VERSION}
 
 
 @pytest.mark.parametrize("content_type", ["image/png", "application/octet-stream", "image/x-foo"])
@@ -369,6 +375,8 @@ def test_corrupt_model_fails_startup(tmp_path: Path):
     version_dir.mkdir(parents=True)
     (version_dir / "metadata.json").write_text('{"labels": ["a", "b"]}')
     (version_dir / "saved_model.pb").write_bytes(b"garbage")
+    (version_dir / "variables").mkdir()
+    (version_dir / "variables" / "variables.index").write_bytes(b"garbage")
     settings = Settings(model_base_dir=tmp_path, compile_cache_dir=tmp_path / "cache")  # type: ignore[call-arg]
     app = create_app(settings)
     with pytest.raises(ModelLoadError, match="not a loadable SavedModel"), TestClient(app):

@@ -274,7 +274,7 @@ def test_every_api_shares_one_batcher(digits, compile_cache_dir: Path):
     with TestClient(create_app(settings)) as client:
         registry = client.app_state["services"].inference.registry
         recorder = Recorder(registry.current.run, delay_s=0.05)
-        registry.current = dataclasses.replace(registry.current, run=recorder)
+        registry.install(dataclasses.replace(registry.current, run=recorder))
 
         # 64 instances in one v2 request, with the model idle: one batch of 64.
         v2 = {"inputs": [{"name": "image", "shape": [64, 784], "datatype": "FP32"}]}

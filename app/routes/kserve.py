@@ -22,9 +22,9 @@ from starlette.responses import JSONResponse, Response
 from app.dependencies import Services, ready_services
 from app.errors import InvalidArgumentError, MalformedRequestError, ModelNotFoundError
 from app.model_format import INPUT_SHAPE
-from app.models import LoadedModel
+from app.models import LoadedModel, ModelRegistry
 from app.routes.direct import DirectRoute
-from app.routes.openapi import path_parameters
+from app.routes.openapi import path_parameters, protocol_error_responses
 from app.tensors import (
     from_base64,
     join_bytes_elements,
@@ -34,7 +34,7 @@ from app.tensors import (
 )
 
 SERVER_NAME = "cnn-serve"
-EXTENSIONS = ["binary_tensor_data", "classification"]
+EXTENSIONS = ["binary_tensor_data", "classification", "model_repository"]
 HEADER_LENGTH = "inference-header-content-length"
 PLATFORM = "tensorflow_savedmodel"
 
@@ -64,6 +64,10 @@ async def ready(request: Request) -> Response:
     return JSONResponse({"ready": True})
 
 
+def registry_of(request: Request) -> ModelRegistry:
+    return ready_services(request).inference.registry
+
+
 def _served(request: Request) -> tuple[Services, LoadedModel]:
     services = ready_services(request)
     version_text = request.path_params.get("model_version")
@@ -81,7 +85,7 @@ async def model_metadata(request: Request) -> Response:
     return JSONResponse(
         {
             "name": model.name,
-            "versions": [str(model.version)],
+            "versions": [str(number) for number in sorted(registry_of(request).served)],
             "platform": PLATFORM,
             "inputs": [
                 {
@@ -117,9 +121,9 @@ async def infer(request: Request) -> Response:
     images_or_pixels, count = _read_input(inputs[0], binary, model, services)
     requested = _requested_outputs(header, model)
     if isinstance(images_or_pixels, np.ndarray):
-        classified = await services.inference.classify_inputs(images_or_pixels)
+        classified = await services.inference.classify_inputs(images_or_pixels, model)
     else:
-        classified = await services.inference.classify_images(images_or_pixels)
+        classified = await services.inference.classify_images(images_or_pixels, model)
     probabilities = np.stack([item.probabilities for item in classified]).astype("<f4")
     return _response(header, model, requested, probabilities, count)
 
@@ -136,7 +140,7 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any],
         binary = b""
     try:
         header = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
         raise InvalidArgumentError(f"The request is not valid JSON: {error}") from None
     if not isinstance(header, dict):
         raise InvalidArgumentError("The request must be a JSON object.")
@@ -291,18 +295,35 @@ def _response(
 
 router.add_api_route("/v2", server_metadata, methods=["GET"], summary="Server metadata")
 router.add_api_route("/v2/health/live", live, methods=["GET"], summary="Server liveness")
-router.add_api_route("/v2/health/ready", ready, methods=["GET"], summary="Server readiness")
+router.add_api_route(
+    "/v2/health/ready",
+    ready,
+    methods=["GET"],
+    summary="Server readiness",
+    responses=protocol_error_responses(503),
+)
 _PATH_PARAMETERS = {
     "model_name": "The model's name (`CNN_SERVE_MODEL_NAME`).",
     "model_version": "A version number.",
 }
 for _path in _MODEL_PATHS:
     _extra = path_parameters(_path, _PATH_PARAMETERS)
-    for _suffix, _endpoint, _method, _summary in (
-        ("", model_metadata, "GET", "Model metadata"),
-        ("/ready", model_ready, "GET", "Model readiness"),
-        ("/infer", infer, "POST", "Inference (JSON, or JSON and binary tensor data)"),
+    for _suffix, _endpoint, _method, _summary, _errors in (
+        ("", model_metadata, "GET", "Model metadata", (404, 503)),
+        ("/ready", model_ready, "GET", "Model readiness", (404, 503)),
+        (
+            "/infer",
+            infer,
+            "POST",
+            "Inference (JSON, or JSON and binary tensor data)",
+            (400, 404, 408, 413, 503, 504),
+        ),
     ):
         router.add_api_route(
-            _path + _suffix, _endpoint, methods=[_method], summary=_summary, openapi_extra=_extra
+            _path + _suffix,
+            _endpoint,
+            methods=[_method],
+            summary=_summary,
+            openapi_extra=_extra,
+            responses=protocol_error_responses(*_errors),
         )

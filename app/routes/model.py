@@ -26,6 +26,12 @@ async def model_info(services: ReadyServicesDep) -> ModelInfo:
             "name": model.name,
             "version": model.version,
             "versions_available": registry.versions_on_disk(),
+            "versions_served": sorted(registry.served),
+            "version_labels": registry.labels,
+            "version_status": {
+                str(number): {"state": status.state.value, "error_message": status.error_message}
+                for number, status in sorted(registry.statuses.items())
+            },
             "labels": list(model.labels),
             "preprocessing": model.profile.value,
             "runtime": model.runtime.value,

@@ -19,12 +19,12 @@ from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import JSONResponse, Response
 
 from app.dependencies import Services, ready_services
-from app.errors import InvalidArgumentError, MalformedRequestError
+from app.errors import InvalidArgumentError, MalformedRequestError, ModelNotFoundError
 from app.inference import Classified
 from app.model_format import INPUT_SHAPE, SIGNATURE_NAME
 from app.models import LoadedModel
 from app.routes.direct import DirectRoute
-from app.routes.openapi import path_parameters
+from app.routes.openapi import path_parameters, protocol_error_responses
 from app.tensors import from_base64, model_inputs, top_classes
 
 PREFIX = "/v1/models/"
@@ -62,19 +62,24 @@ _PATH_PARAMETERS = {
 
 def _documented(path: str, summary: str, verb: str) -> dict[str, Any]:
     extra = path_parameters(path, _PATH_PARAMETERS)
+    statuses = (400, 404, 408, 413, 503, 504) if verb else (404, 503)
     if verb:
         extra["requestBody"] = {
             "required": True,
             "content": {"application/json": {"schema": {"type": "object"}}},
             "description": "As in TensorFlow Serving's REST API.",
         }
-    return {"summary": summary, "openapi_extra": extra}
+    return {
+        "summary": summary,
+        "openapi_extra": extra,
+        "responses": protocol_error_responses(*statuses),
+    }
 
 
 async def _body(request: Request) -> dict[str, Any]:
     try:
         body = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
         raise InvalidArgumentError(f"JSON Parse error: {error}") from None
     if not isinstance(body, dict):
         raise InvalidArgumentError("The request body must be a JSON object.")
@@ -108,8 +113,8 @@ async def _classify(
         raise InvalidArgumentError(f"{what} mixes b64 images and numbers: send one kind.")
     if images:
         data = [from_base64(image, what=f"{what}[{i}].b64") for i, image in enumerate(images)]
-        return await services.inference.classify_images(data)
-    return await services.inference.classify_inputs(model_inputs(unwrapped, what=what))
+        return await services.inference.classify_images(data, model)
+    return await services.inference.classify_inputs(model_inputs(unwrapped, what=what), model)
 
 
 def _unwrap(instance: Any, model: LoadedModel) -> Any:
@@ -174,15 +179,36 @@ async def regress(request: Request) -> Response:
 
 
 async def status(request: Request) -> Response:
-    _, model = _served(request)
+    """Every version's state, or the one asked for (TensorFlow Serving's GetModelStatus): a
+    version that failed to load is END with its error."""
+    services = ready_services(request)
+    registry = services.inference.registry
+    parameters = request.path_params
+    if parameters["model_name"] != registry.name:
+        raise ModelNotFoundError(
+            f"Servable not found for request: Latest({parameters['model_name']})"
+        )
+    numbers = sorted(registry.statuses, reverse=True)
+    if "version" in parameters or "label" in parameters:
+        numbers = [
+            registry.resolve(
+                registry.name, parameters.get("version"), parameters.get("label")
+            ).version
+        ]
     return JSONResponse(
         {
             "model_version_status": [
                 {
-                    "version": str(model.version),
-                    "state": "AVAILABLE",
-                    "status": {"error_code": "OK", "error_message": ""},
+                    "version": str(number),
+                    "state": registry.statuses[number].state.value,
+                    "status": {
+                        "error_code": "UNKNOWN"
+                        if registry.statuses[number].error_message
+                        else "OK",
+                        "error_message": registry.statuses[number].error_message,
+                    },
                 }
+                for number in numbers
             ]
         }
     )

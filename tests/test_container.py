@@ -125,3 +125,71 @@ def test_container_healthcheck_and_user(service):
             ["docker", "exec", container, "touch", path], capture_output=True, timeout=30
         )
         assert (touched.returncode == 0) is writable, (path, touched.stderr)
+
+
+def test_compose_train_profile_publishes_a_version_the_service_picks_up(tmp_path, digits):
+    """`docker compose run train` writes a new version into the mounted models directory, and
+    the running service serves it without a restart."""
+    problem = engine_problem()
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the container tests: {problem}")
+        pytest.skip(problem)
+    images, labels = digits
+    models = tmp_path / "models"
+    shutil.copytree(REPO / "model" / "export", models)
+    data = tmp_path / "data"
+    data.mkdir()
+    np.savez(
+        data / "mnist.npz",
+        x_train=images[:240],
+        y_train=labels[:240],
+        x_test=images[240:],
+        y_test=labels[240:],
+    )
+    for path in (models, *models.rglob("*"), data, *data.rglob("*")):
+        path.chmod(0o777 if path.is_dir() else 0o666)  # The container's user is 10001.
+    newest = max(int(path.name) for path in (models / "mnist").iterdir() if path.name.isdigit())
+    port = free_port()
+    env = {**os.environ, "CNN_SERVE_MODEL_DIR": str(models), "CNN_SERVE_DATA_DIR": str(data)}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["docker", "compose", "-p", f"{PROJECT}train", *args],
+            cwd=REPO,
+            env={**env, "CNN_SERVE_HOST_PORT": str(port)},
+            capture_output=True,
+            text=True,
+            timeout=1500,
+            check=False,
+        )
+
+    try:
+        started = run("up", "-d", "--build", "cnn-serve")
+        assert started.returncode == 0, started.stdout + started.stderr
+        base_url = f"http://127.0.0.1:{port}"
+        wait_until_ready(base_url, None, timeout_s=180)
+        assert httpx.get(f"{base_url}/health/ready").json()["model"]["version"] == newest
+        trained = run(
+            "--profile",
+            "train",
+            "run",
+            "--rm",
+            "train",
+            "--data",
+            "/data/mnist.npz",
+            "--epochs",
+            "1",
+            "--rendered-uploads",
+            "0",
+            "--validation-size",
+            "40",
+        )
+        assert trained.returncode == 0, trained.stdout + trained.stderr
+        assert (models / "mnist" / str(newest + 1) / "saved_model.pb").exists()
+        deadline = time.monotonic() + 180
+        while httpx.get(f"{base_url}/health/ready").json()["model"]["version"] != newest + 1:
+            assert time.monotonic() < deadline, run("logs").stdout[-3000:]
+            time.sleep(1)
+    finally:
+        run("--profile", "train", "down", "--volumes", "--timeout", "10")

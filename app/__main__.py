@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import logging.config
+import os
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
 from app import litert_runtime
-from app.config import Settings
+from app.config import METRICS_DIR_VARIABLE, Settings
 from app.model_format import ModelLoadError, read_metadata
 from app.runtimes import Runtime
 from app.versions import scan
@@ -20,11 +24,41 @@ from app.versions import scan
 logger = logging.getLogger("app")
 
 
-def logging_config(level: str) -> dict[str, Any]:
-    """Uvicorn's own logging set-up, plus the service's loggers (`app.*`) on its console handler."""
+def logging_config(level: str, log_format: str) -> dict[str, Any]:
+    """Uvicorn's own logging set-up, plus the service's loggers (`app.*`, with the access log
+    `app.access`), every line with its request's id; as text or as one JSON object per line."""
     config = copy.deepcopy(LOGGING_CONFIG)
+    config["filters"] = {"request_id": {"()": "app.observability.RequestIdFilter"}}
+    for handler in config["handlers"].values():
+        handler["filters"] = ["request_id"]
+    if log_format == "json":
+        for formatter in config["formatters"].values():
+            formatter.clear()
+            formatter["()"] = "app.observability.JsonFormatter"
+    else:
+        config["formatters"]["default"]["fmt"] = "%(levelprefix)s [%(request_id)s] %(message)s"
     config["loggers"]["app"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
     return config
+
+
+def prepare_metrics_dir() -> Path:
+    """Where every worker keeps its metric values (prometheus-client's multiprocess mode),
+    emptied of an earlier run's values now, before any worker starts. Set before anything
+    imports prometheus_client. Only the library's own `*.db` files are removed: the directory
+    may be one the operator chose."""
+    given = os.environ.get(METRICS_DIR_VARIABLE)
+    path = (
+        Path(given) if given else Path(tempfile.gettempdir()) / f"cnn-serve-metrics-{os.getpid()}"
+    )
+    path.mkdir(parents=True, mode=0o700, exist_ok=True)
+    clear_metrics_dir(path)
+    os.environ[METRICS_DIR_VARIABLE] = str(path)
+    return path
+
+
+def clear_metrics_dir(path: Path) -> None:
+    for values in path.glob("*.db"):
+        values.unlink(missing_ok=True)
 
 
 def preflight(settings: Settings) -> None:
@@ -58,27 +92,33 @@ def preflight(settings: Settings) -> None:
 
 def main() -> None:
     settings = Settings()
-    log_config = logging_config(settings.log_level)
+    metrics_dir = prepare_metrics_dir()
+    log_config = logging_config(settings.log_level, settings.log_format)
     logging.config.dictConfig(log_config)
     try:
         preflight(settings)
     except ModelLoadError as error:
         logger.critical("Cannot start: %s", error)
         sys.exit(1)
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level,
-        log_config=log_config,
-        access_log=settings.access_log,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        timeout_graceful_shutdown=10,
-    )
+    try:
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level,
+            log_config=log_config,
+            access_log=False,  # The service writes its own access lines (`app.access`).
+            loop="uvloop",
+            http="httptools",
+            lifespan="on",
+            timeout_graceful_shutdown=settings.shutdown_timeout_s,
+        )
+    finally:
+        clear_metrics_dir(metrics_dir)
+        with contextlib.suppress(OSError):  # Left when the operator's directory holds more.
+            metrics_dir.rmdir()
 
 
 if __name__ == "__main__":

@@ -14,15 +14,19 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.error_handlers import error_response
+from app import metrics
+from app.error_handlers import is_protocol_path, uncounted_error_response
 from app.errors import OverloadedError
 
 # Completions are counted over windows this long; a window counts towards the capacity when the
 # worker had work waiting throughout it.
 WINDOW_S = 0.1
 BUSY_IN_FLIGHT = 2
-# The capacity follows busy windows with this weight on the newest one.
-SMOOTHING = 0.2
+# The capacity is the best rate of the busy windows, forgetting it slowly (by this factor per
+# window) so it can follow a slower model or heavier uploads. Following the latest rate instead
+# would spiral down: refusals cost CPU too, the admitted requests complete more slowly, the
+# limit drops, more are refused.
+CAPACITY_DECAY = 0.97
 # Never fewer admitted than this, whatever the measurements say.
 MIN_IN_FLIGHT = 8
 
@@ -40,6 +44,22 @@ class AdmissionControl:
         self._window_started = time.monotonic()
         self._window_completed = 0
         self._window_min_in_flight = 0
+        # Built once: under a flood, refusing is most of what the worker does.
+        message = (
+            f"The service is at capacity (a new request would wait over "
+            f"{budget_s * 1000:g} ms); retry shortly."
+        )
+        self._refusals = {
+            protocol: uncounted_error_response(
+                "/v2/" if protocol else "/predict",
+                OverloadedError.status_code,
+                OverloadedError.code,
+                message,
+                {"Retry-After": "1"},
+            )
+            for protocol in (False, True)
+        }
+        self._shed_counter = metrics.REJECTED.labels(OverloadedError.code)
 
     @property
     def limit(self) -> float:
@@ -53,15 +73,9 @@ class AdmissionControl:
             return
         if self.in_flight >= self.limit:
             self.shed += 1
-            response = error_response(
-                scope["path"],
-                OverloadedError.status_code,
-                OverloadedError.code,
-                f"The service is at capacity (a new request would wait over "
-                f"{self.budget_s * 1000:g} ms); retry shortly.",
-                {"Retry-After": "1"},
-            )
-            await response(scope, receive, send)
+            self._shed_counter.inc()
+            refusal = self._refusals[is_protocol_path(scope["path"])]
+            await refusal(scope, receive, send)
             return
         self.in_flight += 1
         try:
@@ -79,11 +93,7 @@ class AdmissionControl:
             return
         if self._window_min_in_flight >= BUSY_IN_FLIGHT:
             rate = self._window_completed / elapsed
-            self.capacity_per_s = (
-                rate
-                if not self.capacity_per_s
-                else (1 - SMOOTHING) * self.capacity_per_s + SMOOTHING * rate
-            )
+            self.capacity_per_s = max(rate, self.capacity_per_s * CAPACITY_DECAY)
         self._window_started = now
         self._window_completed = 0
         self._window_min_in_flight = self.in_flight

@@ -54,6 +54,7 @@ class MicroBatcher(Generic[Item, Result]):
         batch_timeout_ms: float,
         max_queue_size: int,
         name: str = "inference",
+        on_batch: Callable[[int, float, int], None] | None = None,
     ) -> None:
         if max_batch_size < 1 or max_queue_size < 1 or batch_timeout_ms < 0:
             raise ValueError("max_batch_size, max_queue_size >= 1 and batch_timeout_ms >= 0")
@@ -62,6 +63,8 @@ class MicroBatcher(Generic[Item, Result]):
         self.batch_timeout_s = batch_timeout_ms / 1000
         self.max_queue_size = max_queue_size
         self._name = name
+        # Told the size and duration of every batch run, and the queue left behind it.
+        self.on_batch = on_batch
         self._queue: deque[_Pending[Item, Result]] = deque()
         self._arrival = asyncio.Event()
         self._executor: ThreadPoolExecutor | None = None
@@ -188,6 +191,8 @@ class MicroBatcher(Generic[Item, Result]):
                     pending.future.set_exception(failure)
             return
         finished = time.perf_counter()
+        if self.on_batch is not None:
+            self.on_batch(len(batch), finished - started, len(self._queue))
         for pending, result in zip(batch, results, strict=True):
             if not pending.future.done():
                 pending.future.set_result(

@@ -13,6 +13,8 @@ from app.decoding import DEFAULT_MAX_PIXELS
 from app.runtimes import Runtime
 
 DEFAULT_MODEL_BASE_DIR = Path(__file__).resolve().parent.parent / "model" / "export"
+# prometheus-client's multiprocess directory (see app.metrics): `python -m app` sets it.
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 MiB = 1024 * 1024
 
 
@@ -36,7 +38,14 @@ class Settings(BaseSettings):
     # is the bottleneck, so about one per core (the README's benchmark compares 1 and 2).
     workers: int = Field(2, ge=1, le=32)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    # Logs as text, or as one JSON object per line; an access line per request (with its id,
+    # route, status, timings and model version) when access_log is on.
+    log_format: Literal["text", "json"] = "text"
     access_log: bool = False
+    # SIGTERM: readiness turns 503 at once; after shutdown_grace_s new connections are refused
+    # and in-flight requests get up to shutdown_timeout_s to finish.
+    shutdown_grace_s: float = Field(1.0, ge=0, le=300)
+    shutdown_timeout_s: int = Field(10, ge=1, le=600)
 
     # Micro-batching: a lone request goes straight to the model; under load, requests that
     # arrive while the model is busy are grouped, up to max_batch_size images. A batch of

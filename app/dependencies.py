@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 from app.config import Settings
 from app.errors import NotReadyError
 from app.inference import InferenceService
+from app.observability import Traffic
 from app.reloader import Reloader
 
 
@@ -18,6 +19,9 @@ class Services:
     settings: Settings
     inference: InferenceService
     reloader: Reloader
+    # Whether SIGTERM came: readiness then says 503 so load balancers stop sending, while the
+    # requests that still arrive are served.
+    traffic: Traffic
     ready: bool = False
 
 
@@ -31,9 +35,22 @@ def ready_services(request: Request) -> Services:
     return services
 
 
+def accepting_traffic(request: Request) -> Services:
+    """For readiness checks: ready, and not shutting down."""
+    services = ready_services(request)
+    if services.traffic.draining:
+        raise NotReadyError("The service is shutting down.")
+    return services
+
+
 # Async on purpose: FastAPI runs plain `def` dependencies in its thread pool, a hop per request.
 async def get_ready_services(request: Request) -> Services:
     return ready_services(request)
 
 
+async def get_accepting_traffic(request: Request) -> Services:
+    return accepting_traffic(request)
+
+
 ReadyServicesDep = Annotated[Services, Depends(get_ready_services)]
+AcceptingTrafficDep = Annotated[Services, Depends(get_accepting_traffic)]

@@ -16,12 +16,15 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from app import metrics
 from app.errors import InferenceTimeoutError, ServiceError
 from app.schemas import ErrorDetail, ErrorResponse
 
 logger = logging.getLogger(__name__)
 
 _PROTOCOL_STATUS = {422: 400}
+# Refusals that are the load's doing, not the request's, counted with the client errors.
+_COUNTED_5XX = frozenset({"overloaded", "inference_timeout", "not_ready"})
 _PROTOCOL_STATUS_BY_CODE = {InferenceTimeoutError.code: 504}
 
 
@@ -32,7 +35,20 @@ def error_response(
     message: str,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    if path == "/v2" or path.startswith(("/v1/", "/v2/")):
+    if status_code < 500 or code in _COUNTED_5XX:
+        metrics.REJECTED.labels(code).inc()
+    return uncounted_error_response(path, status_code, code, message, headers)
+
+
+def uncounted_error_response(
+    path: str,
+    status_code: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """The error's response in the shape the path's protocol expects."""
+    if is_protocol_path(path):
         status_code = _PROTOCOL_STATUS_BY_CODE.get(code) or _PROTOCOL_STATUS.get(
             status_code, status_code
         )
@@ -40,6 +56,10 @@ def error_response(
     else:
         body = ErrorResponse(error=ErrorDetail(code=code, message=message)).model_dump_json()
     return Response(body, status_code, headers=headers, media_type="application/json")
+
+
+def is_protocol_path(path: str) -> bool:
+    return path == "/v2" or path.startswith(("/v1/", "/v2/"))
 
 
 def error_detail(error: ServiceError) -> ErrorDetail:

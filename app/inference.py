@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app import metrics, observability
 from app.batching import Completed, MicroBatcher
 from app.decoding import open_image
 from app.errors import InferenceTimeoutError, InvalidImageError, PayloadTooLargeError
@@ -62,6 +63,7 @@ class InferenceService:
         started = time.perf_counter()
         preprocessed = await self._preprocess(data, model)
         decoded = time.perf_counter()
+        metrics.DECODE_SECONDS.observe(decoded - started)
         async with self._deadline():
             completed = await self.batcher.submit((preprocessed.pixels, model))
         return _classified(preprocessed, completed, decoded - started)
@@ -84,7 +86,9 @@ class InferenceService:
             if isinstance(outcome, BaseException):
                 raise outcome
         preprocessed = [outcome for outcome in outcomes if isinstance(outcome, Preprocessed)]
-        return await self._classify_all(preprocessed, model, time.perf_counter() - started)
+        decode_s = time.perf_counter() - started
+        metrics.DECODE_SECONDS.observe(decode_s)
+        return await self._classify_all(preprocessed, model, decode_s)
 
     async def classify_inputs(
         self, inputs: np.ndarray, model: LoadedModel | None = None
@@ -133,6 +137,18 @@ def _classified(
     preprocessed: Preprocessed, completed: Completed[ModelOutput], decode_s: float
 ) -> Classified:
     model, probabilities = completed.value
-    return Classified(
+    classified = Classified(
         model, probabilities, preprocessed, decode_s, completed.queue_s, completed.inference_s
     )
+    _record(classified)
+    return classified
+
+
+def _record(classified: Classified) -> None:
+    observability.model_version.set(classified.model.version)
+    metrics.QUEUE_SECONDS.observe(classified.queue_s)
+    best = int(classified.probabilities.argmax())
+    metrics.predictions_of(classified.model.labels[best]).inc()
+    metrics.CONFIDENCE.observe(float(classified.probabilities[best]))
+    if classified.preprocessed.inverted:
+        metrics.INVERTED.inc()

@@ -7,9 +7,10 @@ import contextlib
 import gc
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from types import FrameType
 from typing import Any
 
 from fastapi import FastAPI
@@ -17,6 +18,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
+from app import metrics
 from app.admission import AdmissionControl
 from app.batching import MicroBatcher
 from app.config import Settings
@@ -25,9 +27,10 @@ from app.error_handlers import install_error_handlers
 from app.inference import InferenceService, ModelOutput
 from app.model_format import ModelLoadError
 from app.models import ModelRegistry, Work
+from app.observability import Observability, Traffic
 from app.reloader import Reloader
 from app.routes import health, kserve, model, page, predict, repository, tfserving
-from app.security import SecurityHeaders
+from app.routes import metrics as metrics_route
 from app.uploads import BodyLimits
 
 logger = logging.getLogger(__name__)
@@ -67,8 +70,57 @@ async def _polling(reloader: Reloader, interval_s: float) -> AsyncIterator[None]
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+@contextlib.contextmanager
+def _sampling_in_flight(traffic: Traffic, every_s: float = 1.0) -> Iterator[None]:
+    """The in-flight gauge, set from a plain count once a second (not twice per request)."""
+
+    async def sample() -> None:
+        while True:
+            metrics.IN_FLIGHT.set(traffic.in_flight)
+            await asyncio.sleep(every_s)
+
+    task = asyncio.get_running_loop().create_task(sample(), name="in-flight-gauge")
+    try:
+        yield
+    finally:
+        task.cancel()
+
+
+def _record_batch(size: int, seconds: float, queue_left: int) -> None:
+    metrics.BATCH_SIZE.observe(size)
+    metrics.INFERENCE_SECONDS.observe(seconds)
+    metrics.QUEUE_DEPTH.set(queue_left)
+
+
+@contextlib.contextmanager
+def _draining_on_sigterm(traffic: Traffic, grace_s: float) -> Iterator[None]:
+    """On SIGTERM: readiness 503 at once and every response `Connection: close`; then, after
+    `grace_s` (a load balancer's time to notice), uvicorn's own shutdown: no new connections,
+    in-flight requests finished within CNN_SERVE_SHUTDOWN_TIMEOUT_S."""
+    loop = asyncio.get_running_loop()
+    try:
+        uvicorn_handler = signal.getsignal(signal.SIGTERM)
+    except ValueError:  # Not the main thread (an in-process test client): nothing to do.
+        uvicorn_handler = None
+    if not callable(uvicorn_handler):
+        yield
+        return
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        traffic.draining = True
+        logger.info("SIGTERM: not ready; shutting down in %g s", grace_s)
+        loop.call_soon_threadsafe(loop.call_later, grace_s, uvicorn_handler, signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, uvicorn_handler)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    traffic = Traffic()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Services]]:
@@ -85,6 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_batch_size=settings.max_batch_size,
             batch_timeout_ms=settings.batch_timeout_ms,
             max_queue_size=settings.max_queue_size,
+            on_batch=_record_batch,
         )
         with ThreadPoolExecutor(settings.preprocess_threads, "preprocess") as preprocess_pool:
             async with batcher, _polling(reloader, settings.model_poll_interval_s):
@@ -100,8 +153,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 # frees, so frequent young collections are mostly wasted work.
                 gc.freeze()
                 gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
-                services = Services(settings, inference, reloader, ready=True)
-                yield {"services": services}
+                services = Services(settings, inference, reloader, traffic, ready=True)
+                with (
+                    _draining_on_sigterm(traffic, settings.shutdown_grace_s),
+                    _sampling_in_flight(traffic),
+                ):
+                    yield {"services": services}
                 services.ready = False
 
     def body_limit(path: str) -> int:
@@ -129,7 +186,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             budget_s=settings.overload_budget_ms / 1000,
             applies_to=is_inference,
         )
-    app.add_middleware(SecurityHeaders)
     if settings.cors_allow_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -144,6 +200,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         timeout_s=settings.body_timeout_s,
         idle_timeout_s=settings.body_idle_timeout_s,
     )
+    # Outermost: it sees every answer, including the middlewares' own refusals.
+    app.add_middleware(Observability, access_log=settings.access_log, traffic=traffic)
     install_error_handlers(app)
     app.include_router(predict.router)
     app.include_router(health.router)
@@ -151,6 +209,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tfserving.router)
     app.include_router(kserve.router)
     app.include_router(repository.router)
+    app.include_router(metrics_route.router)
     app.include_router(page.router)
     app.mount(page.STATIC_PATH, StaticFiles(directory=page.STATIC_DIR), name="static")
     return app

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from app import metrics
 from app.config import Settings
 from app.errors import ModelNotFoundError, NotReadyError
 from app.model_format import (
@@ -143,10 +144,13 @@ class ModelRegistry:
     def install(self, model: LoadedModel) -> None:
         self.served[model.version] = model
         self.statuses[model.version] = VersionStatus(VersionState.AVAILABLE)
+        metrics.MODEL_INFO.labels(model.name, str(model.version), model.runtime.value).set(1)
 
     def retire(self, version: int) -> None:
-        self.served.pop(version, None)
+        model = self.served.pop(version, None)
         self.statuses[version] = VersionStatus(VersionState.END)
+        if model is not None:
+            metrics.MODEL_INFO.labels(model.name, str(model.version), model.runtime.value).set(0)
 
     def refuse(self, version: int, error: str) -> None:
         self.statuses[version] = VersionStatus(VersionState.END, error)

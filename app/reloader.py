@@ -16,6 +16,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 
+from app import metrics
 from app.config import Settings
 from app.model_format import METADATA_FILE, ModelLoadError
 from app.models import LoadedModel, ModelRegistry, load_model
@@ -136,10 +137,12 @@ class Reloader:
             self._refused[version.number] = version.fingerprint
             self.registry.refuse(version.number, str(error))
             self.outcomes["failed"] += 1
+            metrics.RELOADS.labels("failed").inc()
             logger.error("Refused %s version %d: %s", self.registry.name, version.number, error)
             return False
         self.registry.install(model)
         self.outcomes["loaded"] += 1
+        metrics.RELOADS.labels("loaded").inc()
         logger.info(
             "Serving %s version %d from %s with %s",
             model.name,

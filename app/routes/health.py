@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.dependencies import ReadyServicesDep
+from app.dependencies import AcceptingTrafficDep
 from app.routes.openapi import error_responses
 from app.schemas import Liveness, ModelRef, Readiness
 
@@ -20,8 +20,8 @@ async def live() -> Liveness:
     "/health/ready",
     response_model=Readiness,
     responses=error_responses(503),
-    summary="The model is loaded and warmed up",
+    summary="The model is loaded and warmed up, and the service is not shutting down",
 )
-async def ready(services: ReadyServicesDep) -> Readiness:
+async def ready(services: AcceptingTrafficDep) -> Readiness:
     model = services.inference.registry.current
     return Readiness(status="ready", model=ModelRef(name=model.name, version=model.version))

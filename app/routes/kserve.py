@@ -19,7 +19,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
-from app.dependencies import Services, ready_services
+from app.dependencies import Services, accepting_traffic, ready_services
 from app.errors import InvalidArgumentError, MalformedRequestError, ModelNotFoundError
 from app.model_format import INPUT_SHAPE
 from app.models import LoadedModel, ModelRegistry
@@ -60,7 +60,7 @@ async def live(_: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    ready_services(request)
+    accepting_traffic(request)
     return JSONResponse({"ready": True})
 
 

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
+from typing import TypeGuard
 
 logger = logging.getLogger(__name__)
 
@@ -31,20 +32,20 @@ def default_cache_dir() -> Path:
 
 def usable(cache_dir: Path | None) -> bool:
     """Whether compiled models can be kept in `cache_dir` (created if missing)."""
-    if cache_dir is None or os.name != "posix":  # The lock below is POSIX's.
-        return False
-    try:
-        _ensure_private_dir(cache_dir)
-    except OSError as error:
-        logger.warning("Not caching compiled models in %s: %s", cache_dir, error)
-        return False
-    return True
+    return _private(cache_dir) and os.access(cache_dir, os.W_OK)
 
 
 def compiled(version_dir: Path, compile_to: Compile, cache_dir: Path | None) -> bytes:
     """The compiled model: from the cache when it has this exact version, else compiled now."""
-    if cache_dir is not None and usable(cache_dir):
-        return _through_cache(version_dir, compile_to, cache_dir)
+    if _private(cache_dir):
+        cached = cache_dir / f"{cache_key(version_dir)}.tflite"
+        if os.access(cache_dir, os.W_OK):
+            return _through_cache(cached, version_dir, compile_to, cache_dir)
+        # A read-only cache (the image's, under a read-only root filesystem) is read, not filled.
+        if cached.is_file():
+            logger.info("Using the compiled model cached in %s", cached)
+            return cached.read_bytes()
+        logger.warning("Not caching compiled models in %s: it is read-only", cache_dir)
     with tempfile.TemporaryDirectory(prefix="cnn-serve-") as scratch:
         output = Path(scratch) / "model.tflite"
         compile_to(version_dir, output)
@@ -60,10 +61,9 @@ def cache_key(version_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def _through_cache(version_dir: Path, compile_to: Compile, cache_dir: Path) -> bytes:
+def _through_cache(cached: Path, version_dir: Path, compile_to: Compile, cache_dir: Path) -> bytes:
     import fcntl
 
-    cached = cache_dir / f"{cache_key(version_dir)}.tflite"
     with open(cache_dir / "compile.lock", "a") as lock:
         fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
         if cached.is_file():
@@ -83,6 +83,17 @@ def _through_cache(version_dir: Path, compile_to: Compile, cache_dir: Path) -> b
             cached,
         )
         return cached.read_bytes()
+
+
+def _private(cache_dir: Path | None) -> TypeGuard[Path]:
+    if cache_dir is None or os.name != "posix":  # The lock below is POSIX's.
+        return False
+    try:
+        _ensure_private_dir(cache_dir)
+    except OSError as error:
+        logger.warning("Not caching compiled models in %s: %s", cache_dir, error)
+        return False
+    return True
 
 
 def _ensure_private_dir(path: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app import compile_litert, litert_runtime
+from app import compile_cache, compile_litert, litert_runtime
 from app.config import Settings
 from app.model_format import ModelLoadError
 from app.models import LoadedModel, load_model
@@ -128,6 +128,19 @@ def test_compiled_models_are_cached_per_version(monkeypatch, tmp_path: Path, dig
     shutil.copytree(COMMITTED_MODEL, changed)
     (changed / "metadata.json").write_text((changed / "metadata.json").read_text() + " ")
     assert load_model(changed, settings(cache)).runtime is Runtime.TENSORFLOW
+
+
+def test_a_read_only_cache_is_read(monkeypatch, tmp_path: Path, caplog):
+    """The image's cache under a read-only root filesystem: its compiled model is used."""
+    cache = tmp_path / "cache"
+    load_model(COMMITTED_MODEL, settings(cache))
+    failing = [sys.executable, "-c", "import sys; sys.exit('must not compile again')"]
+    monkeypatch.setattr(litert_runtime, "COMPILE_COMMAND", failing)
+    monkeypatch.setattr(compile_cache.os, "access", lambda path, mode: False)  # As if read-only.
+    with caplog.at_level(logging.INFO, logger="app.compile_cache"):
+        assert load_model(COMMITTED_MODEL, settings(cache)).runtime is Runtime.LITERT
+    assert "Using the compiled model cached in" in caplog.text
+    assert not compile_cache.usable(cache), "the parent does not try to fill it"
 
 
 def test_a_cache_others_can_write_to_is_not_used(tmp_path: Path, caplog):

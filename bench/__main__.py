@@ -28,7 +28,7 @@ from pathlib import Path
 
 import httpx
 
-from bench import mixed_soak
+from bench import mixed_soak, scrape
 from bench.payloads import FIXTURE, REQUEST_KINDS, Payload, Request, load_payloads, requests
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,6 +56,8 @@ class Cell:
     errors: int
     checked: int
     wrong_labels: int
+    # cnn-serve's own /metrics over the cell, to set beside wrk's figures.
+    metrics: str = ""
 
 
 def servers(port: int) -> list[Server]:
@@ -240,6 +242,8 @@ def measure_servers(
                     for body in server.bodies:
                         path, request = bodies[(payload.name, body)]
                         for concurrency in args.concurrency:
+                            own_metrics = server.name.startswith("cnn-serve")
+                            before = scrape.scrape(args.port) if own_metrics else {}
                             values = run_wrk(
                                 wrk,
                                 args.port,
@@ -263,6 +267,9 @@ def measure_servers(
                                 checked=int(values["checked"]),
                                 wrong_labels=int(values["wrong"]),
                             )
+                            if own_metrics:
+                                seen = scrape.seen_between(before, scrape.scrape(args.port))
+                                cell.metrics = f"{seen.describe()} (wrk: {values['requests']:,.0f})"
                             cells.append(cell)
                             print(format_cell(cell), flush=True)
                             wait_until_drained(args.port, *bodies[(payload.name, "multipart")])
@@ -379,6 +386,7 @@ def format_cell(cell: Cell) -> str:
         f"  {cell.server:<13}{cell.payload:<14}{cell.body:<15}c={cell.concurrency:<4}"
         f"{cell.requests_per_s:>9.0f} req/s  p50 {cell.p50_ms:>8.2f} ms  "
         f"p99 {cell.p99_ms:>8.2f} ms  errors {cell.errors:<5} wrong labels {wrong}"
+        + (f"\n{'':<15}{cell.metrics}" if cell.metrics else "")
     )
 
 

@@ -29,6 +29,10 @@ BUSY_IN_FLIGHT = 2
 CAPACITY_DECAY = 0.97
 # Never fewer admitted than this, whatever the measurements say.
 MIN_IN_FLIGHT = 8
+# A refused request's body this small arrived with its headers and costs nothing to skip. A
+# larger one would be received only to be thrown away (a flood of 100 KB JSON bodies took most
+# of the worker's time that way), so its connection is closed instead.
+SMALL_BODY_BYTES = 16 * 1024
 
 
 class AdmissionControl:
@@ -50,14 +54,15 @@ class AdmissionControl:
             f"{budget_s * 1000:g} ms); retry shortly."
         )
         self._refusals = {
-            protocol: uncounted_error_response(
+            (protocol, close): uncounted_error_response(
                 "/v2/" if protocol else "/predict",
                 OverloadedError.status_code,
                 OverloadedError.code,
                 message,
-                {"Retry-After": "1"},
+                {"Retry-After": "1", "Connection": "close"} if close else {"Retry-After": "1"},
             )
             for protocol in (False, True)
+            for close in (False, True)
         }
         self._shed_counter = metrics.REJECTED.labels(OverloadedError.code)
 
@@ -74,7 +79,7 @@ class AdmissionControl:
         if self.in_flight >= self.limit:
             self.shed += 1
             self._shed_counter.inc()
-            refusal = self._refusals[is_protocol_path(scope["path"])]
+            refusal = self._refusals[is_protocol_path(scope["path"]), _large_body(scope)]
             await refusal(scope, receive, send)
             return
         self.in_flight += 1
@@ -97,3 +102,12 @@ class AdmissionControl:
         self._window_started = now
         self._window_completed = 0
         self._window_min_in_flight = self.in_flight
+
+
+def _large_body(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return not value.isdigit() or int(value) > SMALL_BODY_BYTES
+        if name == b"transfer-encoding":
+            return True
+    return False

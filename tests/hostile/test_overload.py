@@ -32,7 +32,9 @@ def stand_in(lock: asyncio.Lock):
     return app
 
 
-async def call(app: AdmissionControl, path: str = "/predict") -> tuple[int, dict[str, str], float]:
+async def call(
+    app: AdmissionControl, path: str = "/predict", headers: list[tuple[bytes, bytes]] | None = None
+) -> tuple[int, dict[str, str], float]:
     began = time.perf_counter()
     messages = []
 
@@ -42,7 +44,7 @@ async def call(app: AdmissionControl, path: str = "/predict") -> tuple[int, dict
     async def send(message):  # type: ignore[no-untyped-def]
         messages.append(message)
 
-    scope = {"type": "http", "method": "POST", "path": path, "headers": []}
+    scope = {"type": "http", "method": "POST", "path": path, "headers": headers or []}
     await app(scope, receive, send)
     start = messages[0]
     headers = {name.decode(): value.decode() for name, value in start.get("headers", [])}
@@ -70,6 +72,20 @@ async def test_admission_learns_capacity_and_then_sheds_at_once(anyio_backend):
     assert len(accepted) <= limit + 1
     assert len(shed) >= 60 - limit - 1
     assert all(headers["retry-after"] == "1" for headers, _ in shed)
+    # A small body arrived with the headers and keeps its connection; a large one, not yet read,
+    # is not worth receiving, so that refusal closes the connection.
+    assert all("connection" not in headers for headers, _ in shed)
+    refused = await asyncio.gather(
+        *(call(app) for _ in range(int(limit) + 1)),
+        call(app, headers=[(b"content-length", b"200000")]),
+        call(app, headers=[(b"transfer-encoding", b"chunked")]),
+        call(app, headers=[(b"content-length", b"900")]),
+    )
+    large, chunked, small = refused[-3:]
+    assert (large[0], large[1]["connection"]) == (503, "close")
+    assert (chunked[0], chunked[1]["connection"]) == (503, "close")
+    assert small[0] == 503
+    assert "connection" not in small[1]
     assert max(took for _, took in shed) < 0.005
     assert max(accepted) < budget_s * 1.5  # What was admitted kept to the budget.
     # Requests outside the inference paths are never shed.

@@ -20,6 +20,7 @@ from app.models import LoadedModel, load_model, resolve_version_dir
 from model import upload_scores
 from model.uploads import CATEGORIES, generate, rendered_training_inputs
 from tests.conftest import COMMITTED_MODEL_BASE
+from tests.server import running_server
 
 GUARD_PER_CATEGORY = 30
 # At most one miss in a category's 30 and three in all 540. The sample is fixed, so the result
@@ -117,3 +118,23 @@ def test_every_kind_of_upload_stays_above_its_floor(digits, served_model):
         assert right / total >= GUARD_CATEGORY_FLOOR, f"{category}\n{report}"
     right = sum(right for right, _ in table.values())
     assert right / len(outcomes) >= GUARD_OVERALL_FLOOR, report
+
+
+@pytest.mark.slow
+def test_over_http_the_service_gives_the_same_answers_as_in_process(
+    digits, served_model, tmp_path: Path
+):
+    """`model.evaluate --uploads --url` scores a running service; it must agree with the
+    in-process figures, upload by upload, or the README's table says nothing about the service."""
+    images, labels = digits
+    uploads = list(generate(images, labels, per_category=4))
+    in_process = upload_scores.score_in_process(served_model, uploads)
+    with running_server(tmp_path / "server.log") as url:
+        over_http = upload_scores.score_over_http(url, uploads)
+    assert [outcome.predicted for outcome in over_http] == [
+        outcome.predicted for outcome in in_process
+    ]
+    for served, local in zip(over_http, in_process, strict=True):
+        assert served.model_input is not None
+        assert local.model_input is not None
+        np.testing.assert_allclose(served.model_input, local.model_input, atol=1)

@@ -15,12 +15,15 @@ import secrets
 import time
 from typing import Any
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
 
 REQUEST_ID_HEADER = "X-Request-ID"
 MODEL_VERSION_HEADER = "X-Model-Version"
+# What nginx logs for a client that closed its connection before the answer; never sent.
+CLIENT_CLOSED_REQUEST = 499
 # A client's own id is used when it is short and plain; anything else is replaced.
 _VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _PROTOCOLS = (("/v1/", "tfserving"), ("/v2", "kserve"), ("/predict", "cnn-serve"))
@@ -99,6 +102,9 @@ class Observability:
         self.traffic.in_flight += 1
         try:
             await self.app(scope, receive, send_observed)
+        except ClientDisconnect:
+            # Gone before its body arrived: nobody to answer, and nothing went wrong here.
+            status = CLIENT_CLOSED_REQUEST
         finally:
             self.traffic.in_flight -= 1
             elapsed = time.perf_counter() - started

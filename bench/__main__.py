@@ -21,9 +21,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -53,7 +55,7 @@ class Cell:
     # Answered 200: a refused request is not served, so refusals never count as throughput.
     requests_per_s: float
     p50_ms: float
-    p99_ms: float  # Of the requests answered 200 (refusals are answered at once).
+    p99_ms: float  # Of every answer, refusals included.
     errors: int  # Any other answer, refusals (503) included.
     checked: int
     wrong_labels: int
@@ -121,30 +123,34 @@ def _children(pid: int) -> list[int]:
 def started(server: Server, port: int) -> Iterator[tuple[subprocess.Popen[bytes], float]]:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **server.env}
     began = time.perf_counter()
-    process = subprocess.Popen(
-        server.command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    try:
-        deadline = began + 120
-        while True:
-            if process.poll() is not None:
-                error = process.stderr.read().decode() if process.stderr else ""
-                raise RuntimeError(f"{server.name} exited: {error[-2000:]}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.perf_counter() > deadline:
-                raise TimeoutError(f"{server.name} did not become ready")
-            time.sleep(0.02)
-        yield process, time.perf_counter() - began
-    finally:
-        process.terminate()
+    # A file, not a pipe: a server that logs a lot would block once a pipe's buffer is full.
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            server.command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log
+        )
         try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+            deadline = began + 120
+            while True:
+                if process.poll() is not None:
+                    log.seek(0)
+                    error = log.read().decode(errors="replace")
+                    raise RuntimeError(f"{server.name} exited: {error[-2000:]}")
+                try:
+                    ready = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1)
+                    if ready.status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.perf_counter() > deadline:
+                    raise TimeoutError(f"{server.name} did not become ready")
+                time.sleep(0.02)
+            yield process, time.perf_counter() - began
+        finally:
+            process.terminate()
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 def run_wrk(
@@ -261,7 +267,7 @@ def measure_servers(
                                 concurrency,
                                 requests_per_s=values["ok"] / (values["duration_us"] / 1e6),
                                 p50_ms=values["p50"] / 1000,
-                                p99_ms=values["accepted_p99"] / 1000,
+                                p99_ms=values["p99"] / 1000,
                                 errors=int(
                                     sum(values[k] for k in values if k.startswith("errors_"))
                                 ),
@@ -290,7 +296,10 @@ class OverloadCell:
     concurrency: int
     ok_per_s: float
     shed_per_s: float
-    accepted_p99_ms: float
+    # What one more client, posting one request after another during the flood, saw.
+    probe_p99_ms: float  # Its requests that were answered 200.
+    probe_refused: float  # The share of its requests that were refused.
+    probe_refused_max_ms: float  # The slowest refusal.
     other_errors: int
     wrong_labels: int
     recovery_s: float
@@ -298,7 +307,8 @@ class OverloadCell:
 
 def overload(wrk: str, payload: Payload, port: int, duration_s: float) -> list[OverloadCell]:
     """The default service flooded with PNG uploads at rising concurrency: what it serves, what
-    it sheds (503), the accepted requests' p99, and how soon after the flood it answers fast."""
+    it sheds (503), what a request arriving during the flood sees, and how soon after the flood
+    it answers fast."""
     server = servers(port)[0]
     request = requests(payload)["multipart"]
     cells = []
@@ -306,8 +316,14 @@ def overload(wrk: str, payload: Payload, port: int, duration_s: float) -> list[O
         body = Path(scratch) / "body.bin"
         body.write_bytes(request.body)
         for concurrency in OVERLOAD_CONCURRENCY:
-            values = run_wrk(wrk, port, body, request, True, concurrency, duration_s)
+            values, probe = probed(
+                partial(run_wrk, wrk, port, body, request, True, concurrency, duration_s),
+                port,
+                request,
+            )
             flood_ended = time.perf_counter()
+            answered = sorted(took for status, took in probe if status == 200)
+            refused = [took for status, took in probe if status == 503]
             recovery_s = _first_fast_answer(port, request, flood_ended)
             seconds = values["duration_us"] / 1e6
             shed = values["shed"]
@@ -315,7 +331,9 @@ def overload(wrk: str, payload: Payload, port: int, duration_s: float) -> list[O
                 concurrency,
                 ok_per_s=values["ok"] / seconds,
                 shed_per_s=shed / seconds,
-                accepted_p99_ms=values["accepted_p99"] / 1000,
+                probe_p99_ms=1000 * answered[int(0.99 * (len(answered) - 1))] if answered else 0,
+                probe_refused=len(refused) / max(len(probe), 1),
+                probe_refused_max_ms=1000 * max(refused, default=0),
                 other_errors=int(sum(values[k] for k in values if k.startswith("errors_")) - shed),
                 wrong_labels=int(values["wrong"]),
                 recovery_s=recovery_s,
@@ -323,12 +341,39 @@ def overload(wrk: str, payload: Payload, port: int, duration_s: float) -> list[O
             cells.append(cell)
             print(
                 f"  c={concurrency:<5} ok {cell.ok_per_s:>6.0f}/s  shed {cell.shed_per_s:>6.0f}/s  "
-                f"accepted p99 {cell.accepted_p99_ms:>7.1f} ms  other errors {cell.other_errors}  "
+                f"a request during it: p99 {cell.probe_p99_ms:>6.1f} ms, refused "
+                f"{100 * cell.probe_refused:3.0f} % (within {cell.probe_refused_max_ms:.0f} ms)  "
+                f"other errors {cell.other_errors}  "
                 f"wrong labels {cell.wrong_labels}  fast again after {cell.recovery_s:.2f} s",
                 flush=True,
             )
             wait_until_drained(port, body, request)
     return cells
+
+
+def probed(
+    flood: Callable[[], dict[str, float]], port: int, request: Request
+) -> tuple[dict[str, float], list[tuple[int, float]]]:
+    """Runs the flood and, beside it, one client posting one request after another: what a
+    request arriving during the flood sees (status, seconds), which wrk's figures cannot tell
+    apart for the answered and the refused."""
+    seen: list[tuple[int, float]] = []
+    with ThreadPoolExecutor(1) as pool:
+        flooding = pool.submit(flood)
+        with httpx.Client(timeout=30) as client:
+            time.sleep(0.5)  # Into the flood.
+            while not flooding.done():
+                began = time.perf_counter()
+                try:
+                    status = client.post(
+                        f"http://127.0.0.1:{port}{request.path}",
+                        content=request.body,
+                        headers=request.headers,
+                    ).status_code
+                except httpx.TransportError:
+                    status = 0
+                seen.append((status, time.perf_counter() - began))
+        return flooding.result(), seen
 
 
 def _first_fast_answer(port: int, request: Request, since: float, timeout_s: float = 60) -> float:

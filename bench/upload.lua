@@ -62,12 +62,7 @@ function done(summary, latency, requests)
   io.write(string.format("BENCH_LABELS checked=%d wrong=%d\n", total_checked, total_wrong))
   io.write(string.format("BENCH_LATENCY p50=%d p99=%d\n",
     latency:percentile(50), latency:percentile(99)))
-  -- wrk keeps one latency histogram for every answer. A shed request is answered at once, so
-  -- the accepted ones are the slowest (1 - shed share) of all: their p99 is this percentile.
-  local answered = total_ok + total_shed
-  local shed_share = answered > 0 and total_shed / answered or 0
-  io.write(string.format("BENCH_STATUS ok=%d shed=%d accepted_p99=%d\n", total_ok, total_shed,
-    latency:percentile(math.min(99.999, 100 * (shed_share + 0.99 * (1 - shed_share))))))
+  io.write(string.format("BENCH_STATUS ok=%d shed=%d\n", total_ok, total_shed))
   io.write(string.format(
     "BENCH_SUMMARY requests=%d duration_us=%d errors_status=%d errors_connect=%d " ..
     "errors_read=%d errors_write=%d errors_timeout=%d\n",

@@ -106,3 +106,18 @@ def test_trickling_headers_do_not_hold_up_other_requests(hostile_url, digits):
                 latencies.append(time.perf_counter() - began)
                 assert response.status_code == 200, round_number
     assert max(latencies) < 0.5, latencies
+
+
+def test_a_client_that_leaves_mid_body_is_a_499_and_no_error(hostile_url):
+    """Nobody is left to answer: counted as nginx's 499, with no traceback in the log (the
+    fixture checks the log when the server stops)."""
+    with connection(hostile_url) as sock:
+        sock.sendall(head("/predict", "image/png", 100_000) + b"\x89PNG\r\n\x1a\n")
+        time.sleep(0.2)  # The request is in the app, waiting for the rest of its body.
+    deadline = time.perf_counter() + 5
+    while True:
+        scrape = httpx.get(f"{hostile_url}/metrics").text
+        if 'route="/predict",status="499"' in scrape or time.perf_counter() > deadline:
+            break
+        time.sleep(0.1)
+    assert 'route="/predict",status="499"' in scrape

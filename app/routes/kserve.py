@@ -302,12 +302,8 @@ router.add_api_route(
     summary="Server readiness",
     responses=protocol_error_responses(503),
 )
-_PATH_PARAMETERS = {
-    "model_name": "The model's name (`CNN_SERVE_MODEL_NAME`).",
-    "model_version": "A version number.",
-}
 for _path in _MODEL_PATHS:
-    _extra = path_parameters(_path, _PATH_PARAMETERS)
+    _extra = path_parameters(_path)
     for _suffix, _endpoint, _method, _summary, _errors in (
         ("", model_metadata, "GET", "Model metadata", (404, 503)),
         ("/ready", model_ready, "GET", "Model readiness", (404, 503)),

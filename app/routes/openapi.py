@@ -18,14 +18,22 @@ ERROR_DESCRIPTIONS = {
 }
 
 
-def path_parameters(path: str, descriptions: dict[str, str]) -> dict[str, Any]:
+PATH_PARAMETER_DESCRIPTIONS = {
+    "model_name": "The model's name (`CNN_SERVE_MODEL_NAME`).",
+    "model_version": "A version number.",
+    "version": "A version number.",
+    "label": "A version label.",
+}
+
+
+def path_parameters(path: str) -> dict[str, Any]:
     """`openapi_extra` documenting the path's parameters: routes that take the Request itself
     (`DirectRoute`) have no signature for FastAPI to read them from."""
     return {
         "parameters": [
             {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
             | {"description": description}
-            for name, description in descriptions.items()
+            for name, description in PATH_PARAMETER_DESCRIPTIONS.items()
             if "{" + name in path
         ]
     }

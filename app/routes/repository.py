@@ -73,7 +73,6 @@ async def unload(request: Request) -> Response:
     return Response(status_code=200)
 
 
-_NAME = {"model_name": "The model's name (`CNN_SERVE_MODEL_NAME`)."}
 router.add_api_route(
     "/v2/repository/index",
     index,
@@ -91,6 +90,6 @@ for _action, _endpoint, _summary in (
         _endpoint,
         methods=["POST"],
         summary=_summary,
-        openapi_extra=path_parameters(_path, _NAME),
+        openapi_extra=path_parameters(_path),
         responses=protocol_error_responses(400, 404, 503),
     )

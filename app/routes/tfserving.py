@@ -53,15 +53,10 @@ _SELECTORS = {
     "/versions/{version:int}": "a version by number",
     "/labels/{label:servable}": "a version by label",
 }
-_PATH_PARAMETERS = {
-    "model_name": "The model's name (`CNN_SERVE_MODEL_NAME`).",
-    "version": "A version number.",
-    "label": "A version label.",
-}
 
 
 def _documented(path: str, summary: str, verb: str) -> dict[str, Any]:
-    extra = path_parameters(path, _PATH_PARAMETERS)
+    extra = path_parameters(path)
     statuses = (400, 404, 408, 413, 503, 504) if verb else (404, 503)
     if verb:
         extra["requestBody"] = {

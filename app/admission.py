@@ -53,14 +53,13 @@ class AdmissionControl:
         self.budget_s = budget_s
         self.applies_to = applies_to
         self.in_flight = 0
-        self.shed = 0
         # Requests waiting for a slot, oldest first; a finishing request hands its slot on.
         self._waiting: deque[asyncio.Future[None]] = deque()
         self.capacity_per_s = 0.0  # 0 until measured: nothing is refused before then.
         self._window_started = time.monotonic()
         self._window_completed = 0
         self._window_min_in_flight = 0
-        # Built once: under a flood, refusing is most of what the worker does.
+        # Built once: a flood brings thousands of refusals a second.
         message = (
             f"The service is at capacity (a new request would wait over "
             f"{budget_s * 1000:g} ms); retry shortly."
@@ -93,7 +92,6 @@ class AdmissionControl:
         if self.in_flight < self.limit and not self._waiting:
             self.in_flight += 1
         elif not await self._slot_within_budget():
-            self.shed += 1
             self._shed_counter.inc()
             refusal = self._refusals[is_protocol_path(scope["path"]), _large_body(scope)]
             await refusal(scope, receive, send)

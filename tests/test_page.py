@@ -157,6 +157,10 @@ def test_keyboard_only(page, digits, tmp_path: Path):
     images, labels = digits
     upload = tmp_path / "digit.png"
     upload.write_bytes(png(images[8]))
+    # Playwright turns file-chooser interception on without waiting for the browser: listening
+    # before the key presses below makes sure it is on when Enter opens the chooser (otherwise
+    # about one run in two timed out waiting for it).
+    page.on("filechooser", lambda chooser: None)
     focused = []
     for _ in range(6):
         page.keyboard.press("Tab")

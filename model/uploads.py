@@ -69,22 +69,70 @@ def natural_glyph(digit: np.ndarray, height: int, threshold: float = 0.45) -> np
     return np.asarray(np.clip((smooth - threshold) * scale / 1.5 + 0.5, 0, 1), dtype=np.float32)
 
 
-# Skeletons per digit (its bytes): several categories redraw the same digit with other pens.
-_CENTRE_LINES: dict[bytes, list[tuple[float, float, float, float]]] = {}
+@dataclass(frozen=True)
+class PenPath:
+    """How a digit was written: the centre line of its strokes as segments (y0, x0, y1, x1) in
+    the coordinates of its bounding box, and the writer's stroke width as a share of its height."""
+
+    segments: list[tuple[float, float, float, float]]
+    width: float
+
+
+# Paths per digit (its bytes): several categories redraw the same digit with other pens.
+_PEN_PATHS: dict[bytes, PenPath] = {}
+
+# A digit whose strokes are wider than this share of its height was written with a pen so broad
+# that it filled the loops (an 8 as a solid blob): the centre line of such strokes is not the
+# path the pen took (that 8's is an S), so a thinner pen narrows the strokes instead.
+BOLD_STROKE = 0.2
+# What bold digits are narrowed to: MNIST's usual stroke, as a share of the height.
+USUAL_STROKE = 0.1
 
 
 def pen_glyph(digit: np.ndarray, height: int, pen_width: float) -> np.ndarray:
-    """The digit redrawn along its centre line with a round pen `pen_width` px wide."""
-    segments = _centre_line(digit)
-    box = _digit_box(digit)
+    """The digit written with a round pen `pen_width` px wide, `height` px tall in all.
+
+    A pen at least as wide as the writer's widens the writer's own strokes (exactly what that
+    pen would have drawn along the same path); a thinner one redraws the centre line."""
+    path = pen_path(digit)
+    # Height before widening: the widened glyph grows by the difference in stroke width.
+    inner_height = (height - pen_width) / (1 - path.width)
+    if pen_width >= path.width * inner_height:
+        growth = (pen_width - path.width * inner_height) / 2
+        return _widened(natural_glyph(digit, max(4, round(inner_height))), growth)
+    if path.width > BOLD_STROKE:
+        target = max(pen_width, USUAL_STROKE * height)
+        return _narrowed(natural_glyph(digit, height), (path.width * height - target) / 2)
+    return _redrawn(path, _digit_box(digit).shape, height, pen_width)
+
+
+def _widened(glyph: np.ndarray, growth: float) -> np.ndarray:
+    """The glyph's strokes `growth` px wider on every side, anti-aliased."""
+    glyph = np.pad(glyph, int(np.ceil(growth)) + 1)
+    distance = ndimage.distance_transform_edt(glyph < 0.5)
+    return np.asarray(np.maximum(glyph, np.clip(growth + 0.5 - distance, 0, 1)), np.float32)
+
+
+def _narrowed(glyph: np.ndarray, shrink: float) -> np.ndarray:
+    """The glyph's strokes `shrink` px narrower on every side, anti-aliased."""
+    # Smoothed first: eroding MNIST's pixel steps would leave ragged strokes.
+    smooth = ndimage.gaussian_filter(glyph, glyph.shape[0] / 40)
+    depth = ndimage.distance_transform_edt(smooth >= 0.5)
+    return np.asarray(np.clip(depth - shrink, 0, 1), np.float32)
+
+
+def _redrawn(
+    path: PenPath, box_shape: tuple[int, ...], height: int, pen_width: float
+) -> np.ndarray:
+    """The centre line drawn with a round pen."""
     fine = 4  # Drawn at 4x and reduced: anti-aliased edges.
-    scale = (height - pen_width) / box.shape[0]
-    width = max(1, round(box.shape[1] * scale + pen_width))
+    scale = (height - pen_width) / box_shape[0]
+    width = max(1, round(box_shape[1] * scale + pen_width))
     margin = pen_width / 2
     canvas = Image.new("L", (width * fine, height * fine))
     draw = ImageDraw.Draw(canvas)
     radius = max(pen_width * fine / 2, 0.5)
-    for y0, x0, y1, x1 in segments:
+    for y0, x0, y1, x1 in path.segments:
         start = ((x0 * scale + margin) * fine, (y0 * scale + margin) * fine)
         end = ((x1 * scale + margin) * fine, (y1 * scale + margin) * fine)
         draw.line([start, end], fill=255, width=max(1, round(2 * radius)))
@@ -94,11 +142,9 @@ def pen_glyph(digit: np.ndarray, height: int, pen_width: float) -> np.ndarray:
     return np.asarray(reduced, dtype=np.float32) / 255
 
 
-def _centre_line(digit: np.ndarray) -> list[tuple[float, float, float, float]]:
-    """Segments (y0, x0, y1, x1) joining neighbouring pixels of the digit's skeleton, in the
-    coordinates of its bounding box."""
+def pen_path(digit: np.ndarray) -> PenPath:
     key = digit.tobytes()
-    cached = _CENTRE_LINES.get(key)
+    cached = _PEN_PATHS.get(key)
     if cached is not None:
         return cached
     box = _digit_box(digit)
@@ -107,10 +153,10 @@ def _centre_line(digit: np.ndarray) -> list[tuple[float, float, float, float]]:
         (box.shape[1] * upscale, box.shape[0] * upscale), Image.Resampling.BICUBIC
     )
     shape = np.asarray(big) > 0.45
-    # Where MNIST's pen filled a small loop (a blob far thicker than the strokes), a thin pen
-    # would have drawn the loop: hollow the blob out so the centre line goes round it.
     depth = ndimage.distance_transform_edt(shape)
     stroke_half_width = float(np.median(depth[_thin(shape)]))
+    # Where MNIST's pen filled a small loop (a blob far thicker than the strokes), a thin pen
+    # would have drawn the loop: hollow the blob out so the centre line goes round it.
     skeleton = _thin(shape & ~(depth > 1.8 * stroke_half_width))
     segments = []
     ys, xs = np.nonzero(skeleton)
@@ -128,8 +174,9 @@ def _centre_line(digit: np.ndarray) -> list[tuple[float, float, float, float]]:
             (y / upscale, x / upscale, y / upscale, x / upscale)
             for y, x in zip(ys, xs, strict=True)
         ]
-    _CENTRE_LINES[key] = segments
-    return segments
+    path = PenPath(segments, 2 * stroke_half_width / shape.shape[0])
+    _PEN_PATHS[key] = path
+    return path
 
 
 def _thin(binary: np.ndarray) -> np.ndarray:

@@ -18,7 +18,15 @@ from PIL import Image
 from app.config import Settings
 from app.models import LoadedModel, load_model, resolve_version_dir
 from model import upload_scores
-from model.uploads import CATEGORIES, generate, rendered_training_inputs
+from model.uploads import (
+    BOLD_STROKE,
+    CATEGORIES,
+    generate,
+    natural_glyph,
+    pen_glyph,
+    pen_path,
+    rendered_training_inputs,
+)
 from tests.conftest import COMMITTED_MODEL_BASE
 from tests.server import running_server
 
@@ -95,6 +103,30 @@ def test_scanned_digits_are_small_and_off_centre(digits):
     sizes = [Image.open(io.BytesIO(data)).size for data in render(digits, "scanned_paper", 10)]
     assert max(max(size) for size in sizes) > 300
     assert any(width != height for width, height in sizes)
+
+
+def test_a_pen_wider_than_the_writers_widens_the_writers_own_strokes(digits):
+    digit = digits[0][0]
+    own = natural_glyph(digit, 150) > 0.5
+    widened = pen_glyph(digit, 150 + 20, pen_width=0.3 * 150)
+    # Every stroke of the writer's is there, at the same place, only wider.
+    top, left = (np.asarray(widened.shape) - own.shape) // 2
+    assert (widened[top : top + own.shape[0], left : left + own.shape[1]][own] > 0.5).all()
+    assert (widened > 0.5).sum() > 1.5 * own.sum()
+
+
+def test_a_thin_pen_redraws_the_centre_line_except_of_bold_digits(digits):
+    images = digits[0]
+    bold = next(image for image in images if pen_path(image).width > BOLD_STROKE)
+    usual = next(image for image in images if pen_path(image).width < 0.15)
+    for digit, drawn_share in ((usual, 0.5), (bold, 0.8)):
+        own = natural_glyph(digit, 200) > 0.5
+        thin = pen_glyph(digit, 200, pen_width=2) > 0.5
+        # A bold digit's centre line is not the path its pen took (its loops are filled):
+        # it is narrowed, so what is drawn stays inside its own strokes.
+        inside = thin[: own.shape[0], : own.shape[1]] & own
+        assert inside.sum() >= drawn_share * thin.sum()
+    assert (pen_glyph(bold, 200, 2) > 0.5).sum() > 3 * (pen_glyph(usual, 200, 2) > 0.5).sum()
 
 
 def test_training_renderings_come_back_as_model_inputs(digits):

@@ -41,6 +41,8 @@ DETAIL_SIDE = 64
 DETAIL_MAX_SIDE = 160
 # Around a glyph looked at again: room for the background fit and for strokes first missed.
 DETAIL_MARGIN = 0.5
+# Looks at most, when strokes found lead past the part of the image looked at.
+DETAIL_LOOKS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,19 +89,7 @@ def _centre_like_mnist(decoded: Decoded) -> Preprocessed:
     glyph, box = found
     stroke_width = _stroke_width(glyph)
     if max(glyph.shape) < DETAIL_MIN_SIDE or stroke_width < DETAIL_MIN_STROKE:
-        left, top, right, bottom = box
-        side = max(right - left, bottom - top)
-        # Ink mass survives shrinking, so the working image's stroke width, over its scale, is
-        # the width on the page.
-        scale = max(DETAIL_SIDE / side, working.scale * DETAIL_MIN_STROKE / max(stroke_width, 0.1))
-        margin = DETAIL_MARGIN * side
-        region = decoded.region(
-            (left - margin, top - margin, right + margin, bottom + margin),
-            min(scale, DETAIL_MAX_SIDE / side),
-        )
-        found = None if region is None else _find_glyph(region, inverted)
-        if found is not None:
-            glyph, box = found
+        glyph, box = _look_closer(decoded, (glyph, box), stroke_width, inverted)
     left, top, right, bottom = box
     return Preprocessed(
         _place_by_centre_of_mass(_scale_into_box(glyph, MNIST_BOX_SIDE)),
@@ -107,6 +97,40 @@ def _centre_like_mnist(decoded: Decoded) -> Preprocessed:
         box,
         MNIST_BOX_SIDE / max(right - left, bottom - top),
     )
+
+
+def _look_closer(
+    decoded: Decoded, found: tuple[np.ndarray, ImageBox], stroke_width: float, inverted: bool
+) -> tuple[np.ndarray, ImageBox]:
+    """The glyph found again in its part of the image, at a resolution that shows its strokes."""
+    width, height = decoded.upright_size
+    # Ink mass survives shrinking, so the working image's stroke width, over its scale, is the
+    # width on the page.
+    stroke_scale = decoded.working.scale * DETAIL_MIN_STROKE / max(stroke_width, 0.1)
+    for _ in range(DETAIL_LOOKS):
+        left, top, right, bottom = found[1]
+        side = max(right - left, bottom - top)
+        margin = DETAIL_MARGIN * side
+        wanted = (left - margin, top - margin, right + margin, bottom + margin)
+        scale = max(DETAIL_SIDE / side, stroke_scale)
+        region = decoded.region(wanted, min(scale, DETAIL_MAX_SIDE / side))
+        closer = None if region is None else _find_glyph(region, inverted)
+        if region is None or closer is None:
+            return found
+        found = closer
+        # Strokes the working image was too coarse to show can lead past the region's edge:
+        # look again around all that was found.
+        shown = region.image_box(slice(0, region.pixels.shape[0]), slice(0, region.pixels.shape[1]))
+        tolerance = 1.5 / region.scale
+        runs_off = (
+            (found[1][0] - shown[0] < tolerance and shown[0] > 0)
+            or (found[1][1] - shown[1] < tolerance and shown[1] > 0)
+            or (shown[2] - found[1][2] < tolerance and shown[2] < width)
+            or (shown[3] - found[1][3] < tolerance and shown[3] < height)
+        )
+        if not runs_off:
+            break
+    return found
 
 
 def _find_glyph(gray: Grayscale, inverted: bool) -> tuple[np.ndarray, ImageBox] | None:

@@ -4,7 +4,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from app import preprocess as preprocess_module
 from app.decoding import open_image
@@ -288,6 +288,19 @@ def test_a_fine_pen_on_a_large_page_is_looked_at_in_detail(digit, reference):
     assert similarity(result, reference) > 0.75
     assert result.max() > 200  # Strokes at full strength, not faint.
     assert max(ink_box(result)) >= 19
+
+
+def test_a_hairline_stroke_past_the_first_close_look_is_followed_to_its_end():
+    """A 9 whose head is drawn firmly and whose long tail is a hairline: the shrunk page shows
+    only the head, and the tail leads past the part of the page first looked at again."""
+    sheet = Image.new("L", (600, 600), 245)
+    draw = ImageDraw.Draw(sheet)
+    draw.ellipse([250, 60, 350, 160], outline=20, width=3)
+    draw.line([350, 110, 352, 460], fill=20, width=1)
+    result = preprocess_image(open_image(encode(sheet, "PNG")), "mnist")
+    _, top, _, bottom = result.crop_box
+    assert abs(top - 60) < 3
+    assert abs(bottom - 461) < 3
 
 
 def test_a_dim_16_bit_scan_with_dead_and_hot_pixels_is_read_like_any_other(digit, reference):

@@ -101,7 +101,7 @@ def pen_glyph(digit: np.ndarray, height: int, pen_width: float) -> np.ndarray:
         growth = (pen_width - path.width * inner_height) / 2
         return _widened(natural_glyph(digit, max(4, round(inner_height))), growth)
     if path.width > BOLD_STROKE:
-        target = max(pen_width, USUAL_STROKE * height)
+        target = max(pen_width, USUAL_STROKE * height, path.width * height / 2)
         return _narrowed(natural_glyph(digit, height), (path.width * height - target) / 2)
     return _redrawn(path, _digit_box(digit).shape, height, pen_width)
 

@@ -214,3 +214,14 @@ def _stratified_test_mask(labels: np.ndarray, fraction: float, seed: int) -> np.
         count = max(1, round(len(indices) * fraction)) if len(indices) > 1 else 0
         mask[generator.choice(indices, size=count, replace=False)] = True
     return mask
+
+
+def split_validation(
+    images: np.ndarray, labels: np.ndarray, size: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    count = round(size * len(images)) if size < 1 else int(size)
+    if not 0 <= count < len(images):
+        raise ValueError(f"validation size {size} leaves no training images")
+    order = np.random.default_rng(seed).permutation(len(images))
+    validation, training = order[:count], order[count:]
+    return images[training], labels[training], images[validation], labels[validation]

@@ -8,7 +8,8 @@ The first prints the overall and per-class accuracy and the confusion matrix of 
 signature. `--uploads` renders MNIST test digits as people upload them (`model.uploads`) and
 prints the accuracy per kind of upload and the worst confusions: in-process through
 `app/preprocess.py` and the model as the service runs it, or over HTTP against a running service
-(`--url`). `--failures sheet.png` draws what went wrong.
+(`--url`). `--failures sheet.png` draws what went wrong. `--digits validation` renders the
+training digits the model held out instead of the test digits: a second, independent sample.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from app.config import Settings
 from app.model_format import labels_of, profile_of, read_metadata
 from app.models import load_model, resolve_version_dir
 from model import upload_scores
-from model.data import load_dataset
+from model.data import load_dataset, split_validation
 from model.report import confusion_matrix, format_report
 from model.uploads import CATEGORIES, generate
 
@@ -62,11 +63,23 @@ def evaluate_test_split(model_dir: Path, data: Path | None, dataset_name: str | 
     return float(np.trace(matrix) / matrix.sum())
 
 
+def upload_digits(data: Path, split: str, model_dir: Path) -> tuple[np.ndarray, np.ndarray, str]:
+    """The digits to render as uploads: the official test split, or the training digits the
+    model held out for validation (never trained on, and not the test digits)."""
+    with np.load(data) as arrays:
+        if split == "test":
+            return arrays["x_test"], arrays["y_test"], "MNIST test digits"
+        metadata = read_metadata(model_dir)
+        *_, images, labels = split_validation(
+            arrays["x_train"], arrays["y_train"], metadata["validation_images"], metadata["seed"]
+        )
+    return images, labels, f"MNIST training digits held out by version {metadata['version']}"
+
+
 def evaluate_uploads(args: argparse.Namespace) -> dict[str, float]:
     if args.data is None:
         raise SystemExit("--uploads needs --data: an MNIST .npz whose x_test digits are rendered")
-    with np.load(args.data) as data:
-        images, labels = data["x_test"], data["y_test"]
+    images, labels, digits = upload_digits(args.data, args.digits, args.model_dir)
     categories = args.categories.split(",") if args.categories else list(CATEGORIES)
     started = time.perf_counter()
     uploads = list(
@@ -89,7 +102,7 @@ def evaluate_uploads(args: argparse.Namespace) -> dict[str, float]:
         outcomes = upload_scores.score_in_process(model, uploads)
     print(
         f"Realistic uploads: {len(uploads)} images, {len(categories)} categories x "
-        f"{args.per_category} MNIST test digits, seed {args.seed}; {where}"
+        f"{args.per_category} {digits}, seed {args.seed}; {where}"
     )
     print(
         f"(rendered in {rendered - started:.0f} s, scored in "
@@ -119,6 +132,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     uploads.add_argument("--uploads", action="store_true", help="score realistic uploads")
     uploads.add_argument("--per-category", type=int, default=DEFAULT_PER_CATEGORY)
     uploads.add_argument("--categories", help=f"comma-separated, of: {', '.join(CATEGORIES)}")
+    uploads.add_argument(
+        "--digits",
+        choices=["test", "validation"],
+        default="test",
+        help="render the official test digits (default) or the training digits the model held "
+        "out for validation",
+    )
     uploads.add_argument("--seed", type=int, default=0)
     uploads.add_argument(
         "--url", help="score a running service instead, e.g. http://127.0.0.1:8000"

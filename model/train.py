@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from app.model_format import INPUT_NAME, INPUT_SHAPE, PreprocessingProfile
 from model.architectures import ARCHITECTURES, PIXEL_SCALE, build_augmentation, inference_flops
-from model.data import Dataset, load_dataset
+from model.data import Dataset, load_dataset, split_validation
 from model.report import confusion_matrix, save_confusion_matrix, save_training_curves
 from model.uploads import rendered_training_inputs
 
@@ -268,17 +268,6 @@ def main(argv: list[str] | None = None) -> Path:
 def as_model_input(images: np.ndarray) -> np.ndarray:
     """uint8 (N, 28, 28) -> float32 (N, 28, 28, 1) in [0, 255]; the model scales by itself."""
     return images.astype(np.float32)[..., np.newaxis]
-
-
-def split_validation(
-    images: np.ndarray, labels: np.ndarray, size: float, seed: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    count = round(size * len(images)) if size < 1 else int(size)
-    if not 0 <= count < len(images):
-        raise ValueError(f"validation size {size} leaves no training images")
-    order = np.random.default_rng(seed).permutation(len(images))
-    validation, training = order[:count], order[count:]
-    return images[training], labels[training], images[validation], labels[validation]
 
 
 def default_name(dataset: Dataset) -> str:

@@ -11,6 +11,7 @@ from app.config import Settings
 from app.models import load_model, resolve_version_dir
 from model import evaluate, train
 from model.architectures import build_default, build_seed, inference_flops
+from model.data import split_validation
 
 pytestmark = pytest.mark.slow
 
@@ -117,6 +118,24 @@ def test_saved_model_signature_and_determinism(exported: Path, digits, compile_c
     # and an image's result does not depend on the rest of its batch.
     np.testing.assert_allclose(model.predict_batch(images), first, atol=1e-6)
     np.testing.assert_allclose(model.predict_batch(images[:1])[0], first[0], atol=1e-5)
+
+
+def test_uploads_can_be_rendered_from_the_digits_training_held_out(
+    exported: Path, tiny_npz: Path, capsys
+):
+    images, labels, described = evaluate.upload_digits(tiny_npz, "validation", exported)
+    assert len(images) == len(labels) == 40  # --validation-size 40
+    assert described == "MNIST training digits held out by version 1"
+    with np.load(tiny_npz) as data:
+        training, labels_of_training = data["x_train"], data["y_train"]
+    # The split model.train made, from the size and seed in metadata.json.
+    *_, held_out, _ = split_validation(training, labels_of_training, 40, 42)
+    np.testing.assert_array_equal(images, held_out)
+    uploads = ["--uploads", "--digits", "validation", "--categories", "mnist_png"]
+    evaluate.main(
+        [str(exported), "--data", str(tiny_npz), *uploads, "--per-category", "40", "--workers", "1"]
+    )
+    assert "40 images, 1 categories x 40 MNIST training digits held out" in capsys.readouterr().out
 
 
 def test_evaluate_prints_a_report(exported: Path, tiny_npz: Path, capsys):

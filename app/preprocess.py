@@ -119,18 +119,27 @@ def _look_closer(
             return found
         found = closer
         # Strokes the working image was too coarse to show can lead past the region's edge:
-        # look again around all that was found.
-        shown = region.image_box(slice(0, region.pixels.shape[0]), slice(0, region.pixels.shape[1]))
-        tolerance = 1.5 / region.scale
-        runs_off = (
-            (found[1][0] - shown[0] < tolerance and shown[0] > 0)
-            or (found[1][1] - shown[1] < tolerance and shown[1] > 0)
-            or (shown[2] - found[1][2] < tolerance and shown[2] < width)
-            or (shown[3] - found[1][3] < tolerance and shown[3] < height)
-        )
-        if not runs_off:
+        # then look again around all that was found.
+        if not _runs_off(found[1], region, (width, height)):
             break
     return found
+
+
+def _runs_off(box: ImageBox, region: Grayscale, image_size: tuple[int, int]) -> bool:
+    """Whether `box` reaches an edge of `region` that is not an edge of the image."""
+    left, top, right, bottom = box
+    rows, columns = region.pixels.shape
+    shown_left, shown_top, shown_right, shown_bottom = region.image_box(
+        slice(0, rows), slice(0, columns)
+    )
+    width, height = image_size
+    near = 1.5 / region.scale  # Image pixels: a region pixel and a half.
+    return (
+        (left - shown_left < near and shown_left > 0)
+        or (top - shown_top < near and shown_top > 0)
+        or (shown_right - right < near and shown_right < width)
+        or (shown_bottom - bottom < near and shown_bottom < height)
+    )
 
 
 def _find_glyph(gray: Grayscale, inverted: bool) -> tuple[np.ndarray, ImageBox] | None:

@@ -143,6 +143,7 @@ def _redrawn(
 
 
 def pen_path(digit: np.ndarray) -> PenPath:
+    """The digit's pen path, computed once per digit."""
     key = digit.tobytes()
     cached = _PEN_PATHS.get(key)
     if cached is not None:

@@ -69,9 +69,18 @@ def upload_digits(data: Path, split: str, model_dir: Path) -> tuple[np.ndarray, 
     with np.load(data) as arrays:
         if split == "test":
             return arrays["x_test"], arrays["y_test"], "MNIST test digits"
+        if "x_train" not in arrays.files:
+            raise SystemExit(f"--digits validation needs the training digits (x_train) in {data}")
         metadata = read_metadata(model_dir)
+        training, training_labels = arrays["x_train"], arrays["y_train"]
+        trained = metadata["train_images"] - metadata.get("rendered_upload_images", 0)
+        if trained + metadata["validation_images"] != len(training):
+            raise SystemExit(
+                f"{model_dir} was not trained on all {len(training)} training digits of {data}: "
+                "which ones it held out is not known"
+            )
         *_, images, labels = split_validation(
-            arrays["x_train"], arrays["y_train"], metadata["validation_images"], metadata["seed"]
+            training, training_labels, metadata["validation_images"], metadata["seed"]
         )
     return images, labels, f"MNIST training digits held out by version {metadata['version']}"
 

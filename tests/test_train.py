@@ -136,6 +136,10 @@ def test_uploads_can_be_rendered_from_the_digits_training_held_out(
         [str(exported), "--data", str(tiny_npz), *uploads, "--per-category", "40", "--workers", "1"]
     )
     assert "40 images, 1 categories x 40 MNIST training digits held out" in capsys.readouterr().out
+    # A model trained on other digits than these held out digits nobody can name.
+    committed = resolve_version_dir(Settings().model_dir)
+    with pytest.raises(SystemExit, match="which ones it held out is not known"):
+        evaluate.upload_digits(tiny_npz, "validation", committed)
 
 
 def test_evaluate_prints_a_report(exported: Path, tiny_npz: Path, capsys):

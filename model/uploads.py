@@ -72,9 +72,11 @@ def natural_glyph(digit: np.ndarray, height: int, threshold: float = 0.45) -> np
 @dataclass(frozen=True)
 class PenPath:
     """How a digit was written: the centre line of its strokes as segments (y0, x0, y1, x1) in
-    the coordinates of its bounding box, and the writer's stroke width as a share of its height."""
+    the coordinates of its bounding box (`box_shape`: height, width), and the writer's stroke
+    width as a share of its height."""
 
     segments: list[tuple[float, float, float, float]]
+    box_shape: tuple[int, int]
     width: float
 
 
@@ -85,7 +87,8 @@ _PEN_PATHS: dict[bytes, PenPath] = {}
 # that it filled the loops (an 8 as a solid blob): the centre line of such strokes is not the
 # path the pen took (that 8's is an S), so a thinner pen narrows the strokes instead.
 BOLD_STROKE = 0.2
-# What bold digits are narrowed to: MNIST's usual stroke, as a share of the height.
+# Bold digits are narrowed to half their stroke, but no thinner than MNIST's usual stroke (this
+# share of the height): eroded further, they lose their shape.
 USUAL_STROKE = 0.1
 
 
@@ -93,7 +96,8 @@ def pen_glyph(digit: np.ndarray, height: int, pen_width: float) -> np.ndarray:
     """The digit written with a round pen `pen_width` px wide, `height` px tall in all.
 
     A pen at least as wide as the writer's widens the writer's own strokes (exactly what that
-    pen would have drawn along the same path); a thinner one redraws the centre line."""
+    pen would have drawn along the same path); a thinner one redraws the centre line, or
+    narrows the strokes of a bold digit."""
     path = pen_path(digit)
     # Height before widening: the widened glyph grows by the difference in stroke width.
     inner_height = (height - pen_width) / (1 - path.width)
@@ -103,7 +107,7 @@ def pen_glyph(digit: np.ndarray, height: int, pen_width: float) -> np.ndarray:
     if path.width > BOLD_STROKE:
         target = max(pen_width, USUAL_STROKE * height, path.width * height / 2)
         return _narrowed(natural_glyph(digit, height), (path.width * height - target) / 2)
-    return _redrawn(path, _digit_box(digit).shape, height, pen_width)
+    return _redrawn(path, height, pen_width)
 
 
 def _widened(glyph: np.ndarray, growth: float) -> np.ndarray:
@@ -121,13 +125,12 @@ def _narrowed(glyph: np.ndarray, shrink: float) -> np.ndarray:
     return np.asarray(np.clip(depth - shrink, 0, 1), np.float32)
 
 
-def _redrawn(
-    path: PenPath, box_shape: tuple[int, ...], height: int, pen_width: float
-) -> np.ndarray:
+def _redrawn(path: PenPath, height: int, pen_width: float) -> np.ndarray:
     """The centre line drawn with a round pen."""
     fine = 4  # Drawn at 4x and reduced: anti-aliased edges.
-    scale = (height - pen_width) / box_shape[0]
-    width = max(1, round(box_shape[1] * scale + pen_width))
+    box_height, box_width = path.box_shape
+    scale = (height - pen_width) / box_height
+    width = max(1, round(box_width * scale + pen_width))
     margin = pen_width / 2
     canvas = Image.new("L", (width * fine, height * fine))
     draw = ImageDraw.Draw(canvas)
@@ -175,7 +178,8 @@ def pen_path(digit: np.ndarray) -> PenPath:
             (y / upscale, x / upscale, y / upscale, x / upscale)
             for y, x in zip(ys, xs, strict=True)
         ]
-    path = PenPath(segments, 2 * stroke_half_width / shape.shape[0])
+    box_height, box_width = box.shape
+    path = PenPath(segments, (box_height, box_width), 2 * stroke_half_width / shape.shape[0])
     _PEN_PATHS[key] = path
     return path
 

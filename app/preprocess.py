@@ -256,6 +256,10 @@ FAINT_INK = 0.2
 # within this share of the glyph's size from it (broken strokes, a separate bar of a 4 or 5).
 JOIN_MIN_MASS = 0.04
 JOIN_MAX_GAP = 0.35
+# A stroke with a fifth of the strongest one's ink is a part of the digit, not a speck: it joins
+# from further away (a 5 whose bar was written well above its body).
+PART_MIN_MASS = 0.2
+PART_MAX_GAP = 0.75
 _EIGHT_NEIGHBOURS = np.ones((3, 3), dtype=bool)
 
 Box = tuple[slice, slice]
@@ -272,8 +276,11 @@ def _glyph_strokes(strokes: list[tuple[float, Box, int]]) -> list[tuple[float, B
         size = max(rows.stop - rows.start, columns.stop - columns.start)
         for stroke in candidates:
             mass, (stroke_rows, stroke_columns), _ = stroke
-            gap = max(_gap(rows, stroke_rows), _gap(columns, stroke_columns))
-            if mass >= JOIN_MIN_MASS * kept[0][0] and gap <= JOIN_MAX_GAP * size:
+            gap = max(_gap(rows, stroke_rows), _gap(columns, stroke_columns)) / size
+            share = mass / kept[0][0]
+            if (share >= JOIN_MIN_MASS and gap <= JOIN_MAX_GAP) or (
+                share >= PART_MIN_MASS and gap <= PART_MAX_GAP
+            ):
                 kept.append(stroke)
                 candidates.remove(stroke)
                 joined = True

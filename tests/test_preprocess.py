@@ -303,6 +303,20 @@ def test_a_hairline_stroke_past_the_first_close_look_is_followed_to_its_end():
     assert abs(bottom - 461) < 3
 
 
+def test_the_bar_of_a_5_written_well_above_its_body_is_kept():
+    """Written with a fine pen, a 5's bar and body are two strokes with a gap half the body's
+    height between them: too far to be joined as a speck would be, but too much ink to be one."""
+    sheet = Image.new("L", (600, 600), 245)
+    draw = ImageDraw.Draw(sheet)
+    draw.line([290, 170, 400, 170], fill=20, width=2)  # The bar.
+    draw.line([290, 240, 285, 300], fill=20, width=2)  # The body: a stem and a bowl.
+    draw.arc([270, 260, 410, 380], start=-150, end=140, fill=20, width=2)
+    result = preprocess_image(open_image(encode(sheet, "PNG")), "mnist")
+    _, top, _, bottom = result.crop_box
+    assert abs(top - 169) < 3
+    assert abs(bottom - 380) < 3
+
+
 def test_a_dim_16_bit_scan_with_dead_and_hot_pixels_is_read_like_any_other(digit, reference):
     """Scanners and sensors write 16-bit grayscale that spans a fraction of the range, and a
     dead or a stuck pixel at either extreme must not squash the digit into the noise."""

@@ -48,12 +48,12 @@ def score_in_process(model: LoadedModel, uploads: Iterable[Upload]) -> list[Outc
         if pending:
             probabilities = model.predict_batch([pixels for _, pixels in pending])
             for (upload, pixels), row in zip(pending, probabilities, strict=True):
-                predicted = model.labels[int(row.argmax())]
-                if predicted == str(upload.label):
+                outcome = Outcome(upload, model.labels[int(row.argmax())], pixels)
+                if outcome.right:
                     # Only failures are drawn: dropping the others' bytes keeps memory flat
                     # when every test digit is rendered as every kind of upload.
-                    upload = replace(upload, data=b"")
-                outcomes.append(Outcome(upload, predicted, pixels))
+                    outcome = replace(outcome, upload=replace(upload, data=b""))
+                outcomes.append(outcome)
             pending.clear()
 
     for upload in uploads:

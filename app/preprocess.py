@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
+import cv2
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 from app.decoding import DEFAULT_MAX_PIXELS, Decoded, Grayscale, ImageBox, OpenedImage, open_image
 from app.errors import BlankImageError
@@ -89,10 +90,12 @@ def _centre_like_mnist(decoded: Decoded) -> Preprocessed:
     glyph, box = found
     stroke_width = _stroke_width(glyph)
     if max(glyph.shape) < DETAIL_MIN_SIDE or stroke_width < DETAIL_MIN_STROKE:
-        glyph, box = _look_closer(decoded, (glyph, box), stroke_width, inverted)
+        closer = _look_closer(decoded, (glyph, box), stroke_width, inverted)
+        if closer[0] is not glyph:
+            (glyph, box), stroke_width = closer, _stroke_width(closer[0])
     left, top, right, bottom = box
     return Preprocessed(
-        _place_by_centre_of_mass(_scale_into_box(glyph, MNIST_BOX_SIDE)),
+        _place_by_centre_of_mass(_scale_into_box(glyph, MNIST_BOX_SIDE, stroke_width)),
         inverted,
         box,
         MNIST_BOX_SIDE / max(right - left, bottom - top),
@@ -179,27 +182,28 @@ def _dark_on_light(gray: np.ndarray) -> bool:
     if anything does; with the lighting fitted to it taken out (a dark vignette around bright
     paper is not a dark background), the ink is whichever side of it holds more contrast.
     """
-    ring = np.zeros(gray.shape, dtype=bool)
-    ring[[0, -1]] = ring[:, [0, -1]] = True
-    residual = gray - _illumination(gray, ring)
+    residual = gray - _illumination(gray, _ring(gray.shape))
     border = _border(residual)
-    margin = 3 * 1.4826 * float(np.median(np.abs(border - np.median(border)))) + 1
-    by_border = _ink_is_darker(residual, float(np.median(border)), margin)
+    border_level = _median(border)
+    margin = 3 * 1.4826 * _median(np.abs(border - border_level)) + 1
+    by_border = _ink_is_darker(residual, border_level, margin)
     # A large digit can cover most of the border, and the border then shows ink; ink rarely
     # covers most of the image. When the two readings of the background disagree, the ink is
     # the side that forms thin strokes.
-    by_majority = _ink_is_darker(residual, float(np.median(residual)), margin)
+    majority_level = _median(residual)
+    by_majority = _ink_is_darker(residual, majority_level, margin)
     if by_border == by_majority:
         return by_border
-    darker = residual < (float(np.median(border)) + float(np.median(residual))) / 2
+    darker = residual < (border_level + majority_level) / 2
     return _stroke_width(darker.astype(np.float32) * 255) < _stroke_width(
         (~darker).astype(np.float32) * 255
     )
 
 
 def _ink_is_darker(residual: np.ndarray, background: float, margin: float) -> bool:
-    darker = float(np.clip(background - margin - residual, 0, None).sum())
-    lighter = float(np.clip(residual - background - margin, 0, None).sum())
+    above = residual - background
+    darker = float(np.maximum(-margin - above, 0).sum())
+    lighter = float(np.maximum(above - margin, 0).sum())
     return darker > lighter
 
 
@@ -214,30 +218,32 @@ def _isolate_glyph(gray: np.ndarray) -> tuple[np.ndarray, Box] | None:
     glyph is the strongest group of strokes plus whatever else is substantial and near it, so
     specks and smudges away from the digit are dropped.
     """
-    flattened, noise_floor = _flatten(gray)
+    flattened, noise_floor, ink_level = _flatten(gray)
     if flattened is None:
         return None
-    ink_level = _ink_level(flattened, noise_floor)
     if ink_level - noise_floor < MIN_INK_CONTRAST:  # Only noise is left.
         return None
     faint = flattened > max(noise_floor, FAINT_INK * ink_level)
-    labels, count = ndimage.label(faint, structure=_EIGHT_NEIGHBOURS)
-    masses = np.bincount(labels.ravel(), weights=flattened.ravel(), minlength=count + 1)
+    # Wu's algorithm numbers the strokes in raster order, as scipy.ndimage.label does.
+    count, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
+        faint.view(np.uint8), 8, cv2.CV_32S, cv2.CCL_SAUF
+    )
+    masses = np.bincount(labels.ravel(), weights=flattened.ravel(), minlength=count)
     has_strong_pixels = np.bincount(
-        labels[flattened >= STRONG_INK * ink_level], minlength=count + 1
+        labels[flattened >= STRONG_INK * ink_level], minlength=count
     ).astype(bool)
+    has_strong_pixels[0] = False  # The background.
     strokes = [
-        (float(masses[index]), box, index)
-        for index, box in enumerate(ndimage.find_objects(labels), start=1)
-        if box is not None and has_strong_pixels[index]
+        (float(masses[index]), _stats_box(stats[index]), int(index))
+        for index in np.flatnonzero(has_strong_pixels)
     ]
     kept = _glyph_strokes(strokes)
     rows, columns = _grown(_union(box for _, box, _ in kept), flattened.shape)
-    is_kept = np.zeros(count + 1, dtype=bool)
+    is_kept = np.zeros(count, dtype=bool)
     is_kept[[index for _, _, index in kept]] = True
     glyph_mask = is_kept[labels[rows, columns]]
     # The strokes' anti-aliased edges are fainter than FAINT_INK: keep a pixel's rim too.
-    glyph_mask = ndimage.maximum_filter(glyph_mask, size=3)
+    glyph_mask = _dilated(glyph_mask, _SQUARE_3)
     glyph = (flattened[rows, columns] - noise_floor) * (255 / (ink_level - noise_floor))
     glyph = np.clip(np.where(glyph_mask, glyph, 0), 0, 255).astype(np.float32)
     inked_rows, inked_columns = _nonzero_box(glyph)
@@ -260,9 +266,26 @@ JOIN_MAX_GAP = 0.35
 # from further away (a 5 whose bar was written well above its body).
 PART_MIN_MASS = 0.2
 PART_MAX_GAP = 0.75
-_EIGHT_NEIGHBOURS = np.ones((3, 3), dtype=bool)
+_SQUARE_3 = np.ones((3, 3), dtype=np.uint8)
+_SQUARE_5 = np.ones((5, 5), dtype=np.uint8)
+# The service runs one preprocessing per thread and several threads per process: OpenCV's own
+# threads would only compete with them for the cores.
+cv2.setNumThreads(1)
 
 Box = tuple[slice, slice]
+
+
+def _stats_box(stats: np.ndarray) -> Box:
+    """(rows, columns) of a component from OpenCV's (left, top, width, height, area) row."""
+    left, top, width, height = (int(value) for value in stats[:4])
+    return slice(top, top + height), slice(left, left + width)
+
+
+def _dilated(mask: np.ndarray, footprint: np.ndarray) -> np.ndarray:
+    """Grey or binary dilation (the maximum over the footprint), ignoring what lies outside."""
+    if mask.dtype == np.bool_:
+        return cv2.dilate(mask.view(np.uint8), footprint).view(np.bool_)
+    return np.asarray(cv2.dilate(mask, footprint))
 
 
 def _glyph_strokes(strokes: list[tuple[float, Box, int]]) -> list[tuple[float, Box, int]]:
@@ -315,37 +338,41 @@ def _union(boxes: Iterable[Box]) -> Box:
     )
 
 
-def _flatten(gray: np.ndarray) -> tuple[np.ndarray | None, float]:
-    """(gray minus a fitted background surface, the level below which residuals are noise).
+def _flatten(gray: np.ndarray) -> tuple[np.ndarray | None, float, float]:
+    """(gray minus a fitted background surface, the level below which residuals are noise, the
+    ink's level above it).
 
     Clean input (an MNIST digit, a canvas drawing) has a flat zero background and passes through
     unchanged: every estimate below is then exactly zero. The robust statistics come from 256-level
     histograms: a handful of vector operations instead of a sort per statistic.
     """
     if float(gray.max()) - float(gray.min()) < MIN_INK_CONTRAST:
-        return None, 0.0
+        return None, 0.0, 0.0
     histogram = _histogram(gray)
     median, spread = _median_and_spread(histogram)
     # Surely background: below Otsu's threshold and near the median, so thin ink cannot skew it.
     background = gray <= min(median + 3 * spread, _otsu_threshold(histogram))
-    for _ in range(BACKGROUND_FITS):
+    for fit in range(1, BACKGROUND_FITS + 1):
         if not background.any():
-            return None, 0.0
+            return None, 0.0, 0.0
         flattened = gray - _illumination(gray, background)
         # Residuals may be slightly negative; shift them into the histogram's range.
         residual_median, residual_spread = _median_and_spread(
             _histogram(flattened[background], offset=_RESIDUAL_OFFSET)
         )
         noise_floor = max(residual_median - _RESIDUAL_OFFSET + 4 * residual_spread, 0.0)
+        ink_level = _ink_level(flattened, noise_floor)
+        if fit == BACKGROUND_FITS:
+            break
         # Under strong uneven light a shadowed corner is as far from the median as ink, and the
         # first fit left it out. Against the fitted surface it is far weaker than the ink: fit
         # again with everything that is, except the strokes' own faint edges.
-        strong = flattened > max(noise_floor, RESIDUE * _ink_level(flattened, noise_floor))
-        refitted = ~ndimage.maximum_filter(strong, size=5)
+        strong = flattened > max(noise_floor, RESIDUE * ink_level)
+        refitted = ~_dilated(strong, _SQUARE_5)
         if np.array_equal(refitted, background):
             break
         background = refitted
-    return flattened, noise_floor
+    return flattened, noise_floor, ink_level
 
 
 # Fits of the background surface, each to the pixels the previous one left weaker than RESIDUE
@@ -400,27 +427,45 @@ def _illumination(gray: np.ndarray, background: np.ndarray) -> np.ndarray | floa
     height, width = gray.shape
     # A lattice of about a thousand pixels pins down six coefficients; more only cost time.
     step = max(1, int(np.sqrt(gray.size / 1024)))
-    rows, columns = np.nonzero(background[::step, ::step])
-    samples = gray[::step, ::step][rows, columns]
+    chosen = background[::step, ::step]
+    samples = gray[::step, ::step][chosen]
     if samples.size < 12 or float(samples.max()) - float(samples.min()) < 1:
         return float(samples.mean()) if samples.size else 0.0
-    y = rows * step / max(height - 1, 1)
-    x = columns * step / max(width - 1, 1)
-    design = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y])
+    design = _lattice_design(height, width, step)[:, chosen.ravel()]
     normal = design @ design.T + np.eye(6) * 1e-6
     c = np.linalg.solve(normal, design @ samples)
-    x_grid = np.arange(width) / max(width - 1, 1)
-    y_grid = (np.arange(height) / max(height - 1, 1))[:, np.newaxis]
-    surface = c[0] + c[1] * x_grid + c[2] * y_grid + c[3] * x_grid**2 + c[4] * x_grid * y_grid
-    return np.asarray(surface + c[5] * y_grid**2, dtype=np.float32)
+    # The surface as (1, y, y^2) x coefficients x (1, x, x^2): two small products.
+    coefficients = np.array([[c[0], c[1], c[3]], [c[2], c[4], 0.0], [c[5], 0.0, 0.0]])
+    rows, columns = _powers(height), _powers(width)
+    return np.asarray((rows @ coefficients) @ columns.T, dtype=np.float32)
 
 
-def _scale_into_box(glyph: np.ndarray, box_side: int) -> np.ndarray:
+@lru_cache(maxsize=64)
+def _powers(size: int) -> np.ndarray:
+    """(size, 3): 1, t and t^2 for t from 0 to 1 over `size` pixels (read-only, shared)."""
+    t = np.arange(size) / max(size - 1, 1)
+    powers = np.stack([np.ones_like(t), t, t * t], axis=1)
+    powers.flags.writeable = False
+    return powers
+
+
+@lru_cache(maxsize=64)
+def _lattice_design(height: int, width: int, step: int) -> np.ndarray:
+    """(6, lattice pixels): 1, x, y, x^2, xy, y^2 at every `step`-th pixel, in raster order."""
+    y, x = np.mgrid[0:height:step, 0:width:step]
+    x = x.ravel() / max(width - 1, 1)
+    y = y.ravel() / max(height - 1, 1)
+    design = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y])
+    design.flags.writeable = False
+    return design
+
+
+def _scale_into_box(glyph: np.ndarray, box_side: int, stroke_width: float) -> np.ndarray:
     height, width = glyph.shape
     scale = box_side / max(height, width)
     if scale == 1:
         return glyph
-    glyph = _thicken_thin_strokes(glyph, scale)
+    glyph = _thicken_thin_strokes(glyph, scale, stroke_width)
     new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
     resized = Image.fromarray(glyph.astype(np.float32)).resize(
         new_size, Image.Resampling.LANCZOS if scale > 1 else Image.Resampling.BOX
@@ -428,19 +473,18 @@ def _scale_into_box(glyph: np.ndarray, box_side: int) -> np.ndarray:
     return np.clip(np.asarray(resized, dtype=np.float32), 0, 255)
 
 
-def _thicken_thin_strokes(glyph: np.ndarray, scale: float) -> np.ndarray:
+def _thicken_thin_strokes(glyph: np.ndarray, scale: float, width: float) -> np.ndarray:
     """Dilate strokes that scaling would leave thinner than MNIST's pen, at full strength.
 
     A fine pen shrunk to the working size leaves lines narrower than a pixel: faint as well as
     thin. They are widened to MNIST's pen and their level restored, so the model sees strokes
     like the ones it was trained on.
     """
-    width = _stroke_width(glyph)
     target = MIN_STROKE_WIDTH / scale
     if width >= THIN_STROKE * target:
         return glyph
     radius = min(max(1, round((target - width) / 2)), 8)
-    thick = ndimage.grey_dilation(glyph, footprint=_disk(radius))
+    thick = _dilated(glyph, _disk(radius))
     strokes = thick[thick > FAINT_INK * float(thick.max())]
     level = float(np.percentile(strokes, 90)) if strokes.size else 0.0
     if level <= 0:
@@ -459,14 +503,20 @@ def _stroke_width(glyph: np.ndarray) -> float:
     line counts as narrow as it looks.
     """
     ink = glyph > FAINT_INK * float(glyph.max())
-    padded = np.pad(ink, 1)
-    outline = int((padded[:, 1:] != padded[:, :-1]).sum() + (padded[1:] != padded[:-1]).sum())
+    # Changes between neighbours, and the ink on the image's edges (it borders the outside).
+    outline = (
+        int(np.count_nonzero(ink[:, 1:] != ink[:, :-1]))
+        + int(np.count_nonzero(ink[1:] != ink[:-1]))
+        + int(np.count_nonzero(ink[[0, -1]]))
+        + int(np.count_nonzero(ink[:, [0, -1]]))
+    )
     return float(glyph.sum()) / 255 / max(outline / 2, 1)
 
 
+@lru_cache(maxsize=16)
 def _disk(radius: int) -> np.ndarray:
     offsets = np.arange(-radius, radius + 1)
-    return np.asarray(offsets[:, np.newaxis] ** 2 + offsets**2 <= radius * radius)
+    return np.asarray(offsets[:, np.newaxis] ** 2 + offsets**2 <= radius * radius, dtype=np.uint8)
 
 
 def _centre_of_mass(image: np.ndarray) -> tuple[float, float]:
@@ -479,6 +529,25 @@ def _centre_of_mass_from_sums(row_sums: np.ndarray, column_sums: np.ndarray) -> 
     row_centre = float(row_sums @ np.arange(row_sums.size)) / mass
     column_centre = float(column_sums @ np.arange(column_sums.size)) / mass
     return row_centre, column_centre
+
+
+@lru_cache(maxsize=64)
+def _ring(shape: tuple[int, int]) -> np.ndarray:
+    """The outermost pixels of an image of this shape, as a mask (read-only, shared)."""
+    ring = np.zeros(shape, dtype=bool)
+    ring[[0, -1]] = ring[:, [0, -1]] = True
+    ring.flags.writeable = False
+    return ring
+
+
+def _median(values: np.ndarray) -> float:
+    """np.median's value, from a partial sort only (without its checks and copies)."""
+    flat = values.ravel()
+    half = flat.size // 2
+    ordered = np.partition(flat, half)
+    if flat.size % 2:
+        return float(ordered[half])
+    return (float(ordered[:half].max()) + float(ordered[half])) / 2
 
 
 def _border(image: np.ndarray) -> np.ndarray:

@@ -34,7 +34,8 @@ COPY model/export ./model
 RUN install -d -m 700 -o 10001 -g 10001 /srv/cache
 
 USER 10001:10001
-# Compile the committed model to LiteRT now, so the container starts without TensorFlow.
+# Load the committed model once now (its checked int8 weights; a version without them is compiled
+# to LiteRT into the cache), so the container starts without TensorFlow.
 RUN python -c "from app.config import Settings; from app.models import load_model, resolve_version_dir; \
 s = Settings(); load_model(resolve_version_dir(s.model_dir), s)"
 EXPOSE 8000

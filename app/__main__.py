@@ -77,8 +77,13 @@ def preflight(settings: Settings) -> None:
     problems, ready = [], 0
     for version in sorted(usable, key=lambda v: -v.number):
         try:
-            read_metadata(version.path)
-            if settings.runtime is Runtime.LITERT:
+            metadata = read_metadata(version.path)
+            # Checked int8 weights need no compiling; float32 LiteRT does.
+            needs_compiling = settings.runtime is Runtime.LITERT or (
+                settings.runtime is Runtime.LITERT_INT8
+                and litert_runtime.int8_check(metadata) is None
+            )
+            if needs_compiling:
                 litert_runtime.precompile(version.path, settings.compile_cache_dir)
         except ModelLoadError as error:
             problems.append(str(error))

@@ -53,7 +53,7 @@ def compiled(version_dir: Path, compile_to: Compile, cache_dir: Path | None) -> 
 
 
 def cache_key(version_dir: Path) -> str:
-    digest = hashlib.sha256(_converter_version().encode())
+    digest = hashlib.sha256(converter_version().encode())
     for path in sorted(version_dir.rglob("*")):
         if path.is_file():
             digest.update(str(path.relative_to(version_dir)).encode() + b"\0")
@@ -104,7 +104,7 @@ def _ensure_private_dir(path: Path) -> None:
         raise PermissionError(f"{path} is not a directory only this user can write to")
 
 
-def _converter_version() -> str:
+def converter_version() -> str:
     for distribution in ("tensorflow-cpu", "tensorflow"):
         try:
             return f"{distribution} {metadata.version(distribution)}"

@@ -72,9 +72,10 @@ class Settings(BaseSettings):
     # none by default.
     cors_allow_origins: list[str] = []
 
-    # What runs the model: LiteRT compiled from the SavedModel at start-up (checked against it,
-    # falling back to TensorFlow when it cannot match), or the SavedModel's TensorFlow signature.
-    runtime: Runtime = Runtime.LITERT
+    # What runs the model: LiteRT with the version's int8 weights when they passed the check on
+    # the test split, else LiteRT compiled from the SavedModel at start-up (checked against it),
+    # else the SavedModel's TensorFlow signature. Asking for a slower one skips the faster.
+    runtime: Runtime = Runtime.LITERT_INT8
     # Where compiled LiteRT models are kept between starts; must be writable by this user only.
     compile_cache_dir: Path = Field(default_factory=default_cache_dir)
     # Threads one model call may use (LiteRT, or TensorFlow's intra-op pool), and image threads,

@@ -8,16 +8,26 @@ flatbuffer, so a process that serves through LiteRT never holds TensorFlow in me
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from app import compile_cache
-from app.model_format import INPUT_SHAPE, ModelLoadError, Signature, check_model_io
+from app.model_format import (
+    INPUT_SHAPE,
+    INT8_FILE,
+    INT8_RECORD,
+    MAX_QUANTISATION_LOSS,
+    ModelLoadError,
+    Signature,
+    check_model_io,
+)
 
 # The two engines' probabilities differ by float rounding only; a difference near this
 # tolerance means the conversion changed the model.
@@ -76,6 +86,57 @@ def load(
     if not installed():
         raise NotConvertibleError("ai-edge-litert is not installed on this platform")
     flatbuffer = compile_cache.compiled(version_dir, _compile_in_child, cache_dir)
+    return _runner(flatbuffer, version_dir, num_classes=num_classes, threads=threads)
+
+
+def int8_check(metadata: dict[str, Any]) -> str | None:
+    """Why the version's int8 weights may be served (their recorded check on the test split,
+    within MAX_QUANTISATION_LOSS of float32), or None: unchecked, or over the loss."""
+    record = metadata.get(INT8_RECORD)
+    if not isinstance(record, dict):
+        return None
+    try:
+        accuracy, reference = float(record["test_accuracy"]), float(record["reference_accuracy"])
+        images = int(record["test_images"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if reference - accuracy > MAX_QUANTISATION_LOSS:
+        return None
+    return (
+        f"int8 weights, checked on all {images:,} test images: {accuracy:.2%} against "
+        f"{reference:.2%} for the float32 SavedModel"
+    )
+
+
+def load_int8(
+    version_dir: Path, metadata: dict[str, Any], *, num_classes: int, threads: int
+) -> tuple[LiteRTRunner, Signature, str]:
+    """The version's checked int8 weights (and why they may be served); `NotConvertibleError`
+    if it has none, they changed since the check, or LiteRT cannot run them."""
+    if not installed():
+        raise NotConvertibleError("ai-edge-litert is not installed on this platform")
+    passed = int8_check(metadata)
+    if passed is None:
+        raise NotConvertibleError(
+            f"no int8 weights that passed the test-split check (python -m model.quantize "
+            f"{version_dir})"
+        )
+    try:
+        flatbuffer = (version_dir / INT8_FILE).read_bytes()
+    except OSError as error:
+        raise NotConvertibleError(f"the int8 weights are unreadable: {error}") from None
+    if hashlib.sha256(flatbuffer).hexdigest() != metadata[INT8_RECORD].get("sha256"):
+        raise NotConvertibleError(f"{INT8_FILE} is not the file that was checked")
+    runner, signature = _runner(flatbuffer, version_dir, num_classes=num_classes, threads=threads)
+    probabilities = runner(probe_batch())
+    if not np.allclose(probabilities.sum(axis=1), 1, atol=1e-3):
+        raise NotConvertibleError(f"{INT8_FILE} does not give probabilities")
+    return runner, signature, passed
+
+
+def _runner(
+    flatbuffer: bytes, version_dir: Path, *, num_classes: int, threads: int
+) -> tuple[LiteRTRunner, Signature]:
     try:
         runner = LiteRTRunner(flatbuffer, threads=threads)
     except (ValueError, RuntimeError) as error:

@@ -40,6 +40,7 @@ class LoadedModel:
     profile: PreprocessingProfile
     metadata: dict[str, Any]
     runtime: Runtime
+    runtime_reason: str  # Why this runtime executes the version (a fallback says so).
     signature: Signature
     run: Runner = field(repr=False)
 
@@ -77,8 +78,9 @@ def load_model(version_dir: Path, settings: Settings) -> LoadedModel:
     """Load and check a version with the settings' runtime, threads and compile cache."""
     metadata = read_metadata(version_dir)
     labels = labels_of(metadata)
-    runtime, run, signature = load_runner(
+    runtime, run, signature, runtime_reason = load_runner(
         version_dir,
+        metadata,
         settings.runtime,
         num_classes=len(labels),
         threads=settings.inference_threads,
@@ -93,6 +95,7 @@ def load_model(version_dir: Path, settings: Settings) -> LoadedModel:
         profile=profile_of(metadata),
         metadata=metadata,
         runtime=runtime,
+        runtime_reason=runtime_reason,
         signature=signature,
         run=run,
     )

@@ -128,9 +128,17 @@ class ModelInfo(BaseModel):
     input: dict[str, Any]
     preprocessing: str = Field(examples=["mnist"])
     runtime: str = Field(
-        description="What executes the model: `litert` (compiled from the SavedModel at start-up "
+        description="What executes the model: `litert-int8` (LiteRT with int8 weights checked "
+        "on the whole test split), `litert` (float32, compiled from the SavedModel at start-up "
         "and checked against it) or `tensorflow`.",
-        examples=["litert"],
+        examples=["litert-int8"],
+    )
+    runtime_reason: str = Field(
+        description="Why that runtime runs the version, and why not a faster one if it fell back.",
+        examples=[
+            "int8 weights, checked on all 10,000 test images: 99.63% against 99.64% for the "
+            "float32 SavedModel"
+        ],
     )
     test_accuracy: float | None = Field(None, examples=[0.9965])
     batching: BatchingInfo

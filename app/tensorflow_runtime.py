@@ -61,9 +61,12 @@ def load_signature(version_dir: Path, num_classes: int) -> tuple[Runner, Signatu
     return run, signature_io
 
 
-def convert_to_litert(version_dir: Path) -> bytes:
-    """The serving signature converted to a LiteRT flatbuffer (unchecked)."""
+def convert_to_litert(version_dir: Path, *, int8_weights: bool = False) -> bytes:
+    """The serving signature converted to a LiteRT flatbuffer (unchecked); with int8 weights,
+    post-training dynamic-range quantisation (no calibration data needed)."""
     converter = tf.lite.TFLiteConverter.from_saved_model(
         str(version_dir), signature_keys=[SIGNATURE_NAME]
     )
+    if int8_weights:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
     return bytes(converter.convert())

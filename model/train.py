@@ -30,6 +30,7 @@ import tensorflow as tf
 from app.model_format import INPUT_NAME, INPUT_SHAPE, PreprocessingProfile
 from model.architectures import ARCHITECTURES, PIXEL_SCALE, build_augmentation, inference_flops
 from model.data import Dataset, load_dataset, split_validation
+from model.quantize import quantise
 from model.report import confusion_matrix, save_confusion_matrix, save_training_curves
 from model.uploads import rendered_training_inputs
 
@@ -250,6 +251,7 @@ def main(argv: list[str] | None = None) -> Path:
         command="python -m model.train " + shlex.join(argv),
     )
     (staging / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    int8 = quantise(staging, dataset.x_test, dataset.y_test)
     matrix = confusion_matrix(dataset.y_test, predictions, num_classes)
     save_training_curves(history.history, staging / "training_curves.png")
     save_confusion_matrix(matrix, dataset.class_names, staging / "confusion_matrix.png")
@@ -261,6 +263,10 @@ def main(argv: list[str] | None = None) -> Path:
         f"{inference_flops(model) / 1e6:.1f} MFLOPs per image"
     )
     print(f"Training time: {training_seconds:.0f} s for {metadata['epochs_run']} epochs")
+    print(
+        f"int8 weights: {int8.test_accuracy:.4f} (loss {int8.loss_points:.2f} points): "
+        + ("served" if int8.passed else "over the limit, not written")
+    )
     print(f"Exported to {export_dir}")
     return export_dir
 

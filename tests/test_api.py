@@ -76,7 +76,8 @@ def test_model_metadata(client: TestClient):
     assert info["labels"] == [str(digit) for digit in range(10)]
     assert info["input"]["shape"] == [None, 28, 28, 1]
     assert info["preprocessing"] == "mnist"
-    assert info["runtime"] == "litert"
+    assert info["runtime"] == "litert-int8"
+    assert "checked on all 10,000 test images" in info["runtime_reason"]
     assert info["test_accuracy"] >= 0.996
     assert info["batching"]["max_batch_size"] == 64
     assert info["limits"]["max_upload_bytes"] == 200_000

@@ -1,9 +1,11 @@
-"""LiteRT compiled from the SavedModel: same answers as TensorFlow, safe across threads, a
-fallback to TensorFlow whenever it cannot be trusted, and no TensorFlow in the serving process."""
+"""LiteRT with checked int8 weights by default, else LiteRT compiled from the SavedModel (same
+answers as TensorFlow), safe across threads, a fallback to the next runtime whenever one cannot
+be trusted, and no TensorFlow in the serving process."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import shutil
 import subprocess
@@ -36,7 +38,7 @@ def tensorflow_model(compile_cache_dir: Path) -> LoadedModel:
     return load_model(COMMITTED_MODEL, settings(compile_cache_dir, Runtime.TENSORFLOW))
 
 
-def test_litert_is_the_default_and_matches_tensorflow(litert_model, tensorflow_model, digits):
+def test_float32_litert_matches_tensorflow(litert_model, tensorflow_model, digits):
     images, labels = digits
     assert litert_model.runtime is Runtime.LITERT
     assert tensorflow_model.runtime is Runtime.TENSORFLOW
@@ -45,6 +47,58 @@ def test_litert_is_the_default_and_matches_tensorflow(litert_model, tensorflow_m
     np.testing.assert_allclose(ours, reference, atol=1e-5)
     assert np.array_equal(ours.argmax(axis=1), reference.argmax(axis=1))
     assert np.mean(ours.argmax(axis=1) == labels) >= 0.99
+
+
+def test_checked_int8_weights_are_the_default_and_agree_with_tensorflow(
+    tensorflow_model, digits, compile_cache_dir
+):
+    images, labels = digits
+    model = load_model(COMMITTED_MODEL, Settings(compile_cache_dir=compile_cache_dir))
+    assert model.runtime is Runtime.LITERT_INT8
+    assert model.runtime_reason.startswith("int8 weights, checked on all 10,000 test images")
+    batch = list(images.astype(np.float32))
+    ours, reference = model.predict_batch(batch), tensorflow_model.predict_batch(batch)
+    assert np.abs(ours - reference).max() < 0.1  # Quantised, so not to float precision.
+    assert np.mean(ours.argmax(axis=1) == reference.argmax(axis=1)) >= 0.99
+    assert np.mean(ours.argmax(axis=1) == labels) >= 0.99
+    rows = model.predict_batch(batch[:7])
+    np.testing.assert_allclose(rows, ours[:7], atol=1e-6)  # Whatever the batch around them.
+
+
+def copy_of_committed_model(tmp_path: Path) -> Path:
+    copy = tmp_path / "mnist" / "2"
+    shutil.copytree(COMMITTED_MODEL, copy)
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("spoil", "reason"),
+    [
+        ("weights", "not the file that was checked"),
+        ("accuracy", "no int8 weights that passed"),
+        ("record", "no int8 weights that passed"),
+    ],
+)
+def test_int8_weights_are_served_only_as_checked(tmp_path, caplog, spoil, reason):
+    """Changed since the check, over the 0.05-point loss, or never checked: float32 instead."""
+    version = copy_of_committed_model(tmp_path)
+    metadata = json.loads((version / "metadata.json").read_text())
+    if spoil == "weights":
+        weights = bytearray((version / "litert_int8.tflite").read_bytes())
+        weights[-100] ^= 0xFF
+        (version / "litert_int8.tflite").write_bytes(bytes(weights))
+    elif spoil == "accuracy":
+        metadata["litert_int8"]["test_accuracy"] = (
+            metadata["litert_int8"]["reference_accuracy"] - 0.0006
+        )
+    else:
+        del metadata["litert_int8"]
+    (version / "metadata.json").write_text(json.dumps(metadata))
+    with caplog.at_level(logging.INFO, logger="app.runtimes"):
+        model = load_model(version, Settings(compile_cache_dir=tmp_path / "cache"))
+    assert model.runtime is Runtime.LITERT
+    assert reason in caplog.text
+    assert reason in model.runtime_reason
 
 
 def test_every_batch_size_gives_the_same_rows(litert_model, digits):
@@ -80,7 +134,7 @@ def test_serving_through_litert_never_imports_tensorflow(tmp_path: Path):
     result = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     )
-    assert result.stdout.split() == ["litert", "False"]
+    assert result.stdout.split() == ["litert-int8", "False"]
 
 
 def test_a_failed_conversion_falls_back_to_tensorflow(monkeypatch, caplog, digits, tmp_path):

@@ -108,6 +108,16 @@ def test_metadata_describes_the_model(exported: Path):
         assert key in metadata, key
 
 
+def test_every_export_is_checked_in_int8_on_its_test_split(exported: Path, compile_cache_dir: Path):
+    record = json.loads((exported / "metadata.json").read_text())["litert_int8"]
+    assert record["test_images"] == 60
+    loss = record["reference_accuracy"] - record["test_accuracy"]
+    assert record["passed"] == (loss <= 0.0005)
+    assert (exported / "litert_int8.tflite").exists() == record["passed"]
+    served = load_model(exported, Settings(compile_cache_dir=compile_cache_dir)).runtime
+    assert served == ("litert-int8" if record["passed"] else "litert")
+
+
 def test_saved_model_signature_and_determinism(exported: Path, digits, compile_cache_dir: Path):
     model = load_model(exported, Settings(compile_cache_dir=compile_cache_dir))
     images = [digit.astype(np.float32) for digit in digits[0][:5]]

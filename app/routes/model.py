@@ -35,6 +35,7 @@ async def model_info(services: ReadyServicesDep) -> ModelInfo:
             "labels": list(model.labels),
             "preprocessing": model.profile.value,
             "runtime": model.runtime.value,
+            "runtime_reason": model.runtime_reason,
             "batching": BatchingInfo(
                 max_batch_size=settings.max_batch_size,
                 batch_timeout_ms=settings.batch_timeout_ms,

@@ -18,6 +18,7 @@ at most one refusal per budget.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -64,13 +65,15 @@ class AdmissionControl:
             f"The service is at capacity (a new request would wait over "
             f"{budget_s * 1000:g} ms); retry shortly."
         )
+        # Come back after about a budget: by then what was in flight has been answered.
+        retry_after = {"Retry-After": str(max(1, math.ceil(budget_s)))}
         self._refusals = {
             (protocol, close): uncounted_error_response(
                 "/v2/" if protocol else "/predict",
                 OverloadedError.status_code,
                 OverloadedError.code,
                 message,
-                {"Retry-After": "1", "Connection": "close"} if close else {"Retry-After": "1"},
+                {**retry_after, "Connection": "close"} if close else retry_after,
             )
             for protocol in (False, True)
             for close in (False, True)

@@ -53,10 +53,15 @@ class Settings(BaseSettings):
     # just what queued while the model was busy.
     max_batch_size: int = Field(64, ge=1, le=1024)
     batch_timeout_ms: float = Field(0.0, ge=0, le=1000)
-    max_queue_size: int = Field(512, ge=1)
+    # A safety net behind admission control, which keeps the queue far shorter: 4,096 images
+    # are 13 MB of model input.
+    max_queue_size: int = Field(4096, ge=1)
     # Admission control: a worker admits as many inference requests as it completes in this
-    # many milliseconds (learnt under load); more get an immediate 503. 0 turns it off.
-    overload_budget_ms: float = Field(100.0, ge=0, le=60_000)
+    # many milliseconds (learnt under load), so none of them waits longer than about that. One
+    # more waits for a free slot at most this long, then gets 503 with Retry-After. A second is
+    # a wait a person accepts, and well above what 64 connections of photos make anyone wait,
+    # so only a real flood is refused. 0 turns it off.
+    overload_budget_ms: float = Field(1000.0, ge=0, le=60_000)
     request_timeout_s: float = Field(10.0, gt=0, le=600)
 
     # Limits on what a client may send.

@@ -13,6 +13,8 @@ from typing import Any, TextIO
 
 import httpx
 
+from cnn_serve.retrying import RetryAfterAsyncTransport
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 CONCURRENCY = 8
 TIMEOUT_S = 60
@@ -82,7 +84,8 @@ def main(argv: list[str]) -> int:
 async def classify_files(
     url: str, files: list[Path], batch: bool, progress: TextIO | None
 ) -> list[Outcome]:
-    async with httpx.AsyncClient(base_url=url, timeout=TIMEOUT_S) as client:
+    transport = RetryAfterAsyncTransport()
+    async with httpx.AsyncClient(base_url=url, timeout=TIMEOUT_S, transport=transport) as client:
         if batch:
             size = await _batch_limit(client)
             chunks = [files[start : start + size] for start in range(0, len(files), size)]

@@ -22,6 +22,7 @@ from PIL import Image, ImageDraw, ImageOps
 from app.errors import ServiceError
 from app.models import LoadedModel
 from app.preprocess import preprocess
+from cnn_serve.retrying import RetryAfterAsyncTransport
 from model.uploads import CONTENT_TYPES, Upload
 
 BATCH_SIZE = 256
@@ -73,7 +74,8 @@ def score_over_http(url: str, uploads: Iterable[Upload]) -> list[Outcome]:
 
 async def _score_over_http(url: str, uploads: list[Upload]) -> list[Outcome]:
     limit = asyncio.Semaphore(HTTP_CONCURRENCY)
-    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+    transport = RetryAfterAsyncTransport()
+    async with httpx.AsyncClient(base_url=url, timeout=60, transport=transport) as client:
 
         async def score(upload: Upload) -> Outcome:
             async with limit:

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from cnn_serve.retrying import RetryAfterAsyncTransport
 from tests.conftest import REPO
 from tests.imaging import png
 from tests.server import server_process
@@ -33,7 +34,8 @@ def rss_mb(pid: int) -> float:
 
 async def traffic(url: str, data: bytes, stop: asyncio.Event, seen: list[tuple[int, int]]) -> None:
     """Eight clients posting a digit back to back, and readiness checked between."""
-    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+    transport = RetryAfterAsyncTransport()  # As a well-behaved client, back off when refused.
+    async with httpx.AsyncClient(base_url=url, timeout=30, transport=transport) as client:
 
         async def one_client() -> None:
             while not stop.is_set():

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cnn_serve.retrying import RetryAfterAsyncTransport
 from tests.conftest import REPO
 from tests.imaging import png
 from tests.server import free_port, server_process
@@ -135,7 +136,8 @@ async def traffic(url: str, data: bytes, label: str, stop_at_s: float) -> list[A
             prefix = response.headers.get("x-request-id", "-").split("-")[0]
             answers.append(Answer(now, response.status_code, prefix))
 
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+    transport = RetryAfterAsyncTransport(httpx.AsyncHTTPTransport(limits=limits))
+    async with httpx.AsyncClient(base_url=url, timeout=30, transport=transport) as client:
         await asyncio.gather(*(one_client(client) for _ in range(CLIENTS)))
     return answers
 

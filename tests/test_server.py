@@ -12,6 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
+from cnn_serve.retrying import RetryAfterAsyncTransport
 from model import evaluate
 from tests.imaging import encode, paper_photo, png
 from tests.server import REPO, running_server
@@ -37,7 +38,8 @@ def test_concurrent_predictions_get_their_own_labels(base_url: str, digits):
 
     async def classify_all() -> list[httpx.Response]:
         limits = httpx.Limits(max_connections=32)
-        async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as client:
+        transport = RetryAfterAsyncTransport(httpx.AsyncHTTPTransport(limits=limits))
+        async with httpx.AsyncClient(base_url=base_url, timeout=30, transport=transport) as client:
             return await asyncio.gather(
                 *(
                     client.post(
@@ -63,7 +65,7 @@ def test_two_workers_share_one_compile_and_both_serve(tmp_path: Path, digits):
     cache = tmp_path / "cache"
     log = tmp_path / "server.log"
     with (
-        running_server(log, workers="2", compile_cache_dir=str(cache)) as url,
+        running_server(log, workers="2", compile_cache_dir=str(cache), runtime="litert") as url,
         httpx.Client(base_url=url, timeout=30) as client,
     ):
         predicted = [
@@ -76,6 +78,19 @@ def test_two_workers_share_one_compile_and_both_serve(tmp_path: Path, digits):
     text = log.read_text()
     assert text.count("Compiled ") == 1, text
     assert text.count("Using the compiled model cached in") == 2, text
+
+
+def test_checked_int8_weights_start_without_compiling(tmp_path: Path, digits):
+    images, labels = digits
+    cache = tmp_path / "cache"
+    with (
+        running_server(tmp_path / "server.log", workers="2", compile_cache_dir=str(cache)) as url,
+        httpx.Client(base_url=url, timeout=30) as client,
+    ):
+        assert client.get("/model").json()["runtime"] == "litert-int8"
+        label = client.post("/predict", files={"file": ("d.png", png(images[0]))}).json()["label"]
+    assert label == str(labels[0])
+    assert not list(cache.glob("*.tflite"))
 
 
 def test_jpeg_photo_upload(base_url: str, digits):

@@ -16,7 +16,7 @@ import pytest
 
 from app.admission import MIN_IN_FLIGHT, AdmissionControl
 from bench.__main__ import probed, run_wrk
-from bench.payloads import Request
+from bench.payloads import Request, load_payloads, requests
 from tests.imaging import png
 from tests.server import running_server
 
@@ -166,3 +166,23 @@ def test_a_flood_is_shed_and_the_server_recovers(digits, tmp_path: Path):
         )
         assert response.status_code == 200
         assert time.perf_counter() - began < 0.2
+
+
+@pytest.mark.slow
+def test_a_normal_client_with_64_requests_in_flight_is_never_refused(tmp_path: Path):
+    """The default settings, one worker, 64 connections posting the 800x600 photo back to back
+    (a batch job, not a flood): every answer is a right 200, however busy the machine."""
+    wrk = wrk_or_skip()
+    photo = load_payloads()[1]
+    request = requests(photo)["multipart"]
+    with (
+        running_server(tmp_path / "server.log") as url,
+        tempfile.NamedTemporaryFile() as body,
+    ):
+        body.write(request.body)
+        body.flush()
+        port = int(url.rsplit(":", 1)[1])
+        values = run_wrk(wrk, port, Path(body.name), request, True, 64, 4)
+    assert values["ok"] > 64
+    assert values["wrong"] == 0
+    assert sum(values[key] for key in values if key.startswith("errors_")) == 0, values

@@ -431,9 +431,10 @@ def _illumination(gray: np.ndarray, background: np.ndarray) -> np.ndarray | floa
     samples = gray[::step, ::step][chosen]
     if samples.size < 12 or float(samples.max()) - float(samples.min()) < 1:
         return float(samples.mean()) if samples.size else 0.0
-    design = _lattice_design(height, width, step)[:, chosen.ravel()]
-    normal = design @ design.T + np.eye(6) * 1e-6
-    c = np.linalg.solve(normal, design @ samples)
+    design = _lattice_design(height, width, step)[chosen.ravel()]
+    normal = design.T @ design + _RIDGE
+    _, solution = cv2.solve(normal, (design.T @ samples)[:, np.newaxis], flags=cv2.DECOMP_LU)
+    c = solution.ravel()
     # The surface as (1, y, y^2) x coefficients x (1, x, x^2): two small products.
     coefficients = np.array([[c[0], c[1], c[3]], [c[2], c[4], 0.0], [c[5], 0.0, 0.0]])
     rows, columns = _powers(height), _powers(width)
@@ -449,13 +450,17 @@ def _powers(size: int) -> np.ndarray:
     return powers
 
 
+# Keeps the six normal equations solvable when the background pixels cannot pin a term down.
+_RIDGE = np.eye(6) * 1e-6
+
+
 @lru_cache(maxsize=64)
 def _lattice_design(height: int, width: int, step: int) -> np.ndarray:
-    """(6, lattice pixels): 1, x, y, x^2, xy, y^2 at every `step`-th pixel, in raster order."""
+    """(lattice pixels, 6): 1, x, y, x^2, xy, y^2 at every `step`-th pixel, in raster order."""
     y, x = np.mgrid[0:height:step, 0:width:step]
     x = x.ravel() / max(width - 1, 1)
     y = y.ravel() / max(height - 1, 1)
-    design = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y])
+    design = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=1)
     design.flags.writeable = False
     return design
 

@@ -2,14 +2,15 @@
 
 The batcher knows nothing of HTTP or TensorFlow: it is handed a `predict_batch` callable that
 takes a list of items and returns a sequence of results of the same length, and it runs that
-callable on one worker thread so the event loop never blocks on the model.
+callable on one worker thread, so the event loop never waits for the model longer than handing
+the call to the thread and back would take.
 
 Adaptive by construction: a request that arrives while the worker is idle goes straight through
-as a batch of one. Requests that arrive while the worker is busy queue up and form the next batch
+as a batch of one, on the event loop itself when such a call has been measured to cost less than
+`inline_max_ms`. Requests that arrive while the worker is busy queue up and form the next batch
 (up to `max_batch_size`); when several are waiting but the batch is not full, it waits at most
 `batch_timeout_ms` for more. Every caller gets its own result or the batch's error; callers that
-gave up are skipped; a full queue is refused at once.
-"""
+gave up are skipped; a full queue is refused at once."""
 
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ class MicroBatcher(Generic[Item, Result]):
         max_batch_size: int,
         batch_timeout_ms: float,
         max_queue_size: int,
+        inline_max_ms: float = 0.0,
         name: str = "inference",
         on_batch: Callable[[int, float, int], None] | None = None,
     ) -> None:
@@ -62,6 +64,9 @@ class MicroBatcher(Generic[Item, Result]):
         self.max_batch_size = max_batch_size
         self.batch_timeout_s = batch_timeout_ms / 1000
         self.max_queue_size = max_queue_size
+        self.inline_max_s = inline_max_ms / 1000
+        # What a batch of one costs the model (a moving average, timed where it runs).
+        self._single_cost_s = float("inf")
         self._name = name
         # Told the size and duration of every batch run, and the queue left behind it.
         self.on_batch = on_batch
@@ -162,14 +167,25 @@ class MicroBatcher(Generic[Item, Result]):
                 return
             self._take_batch(batch)
 
+    def _timed(self, items: list[Item]) -> tuple[Sequence[Result], float]:
+        started = time.perf_counter()
+        results = self.predict_batch(items)
+        return results, time.perf_counter() - started
+
     async def _run_batch(self, batch: list[_Pending[Item, Result]]) -> None:
         assert self._executor is not None
         started = time.perf_counter()
         items = [pending.item for pending in batch]
         try:
-            results = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self.predict_batch, items
-            )
+            if len(items) == 1 and self._single_cost_s < self.inline_max_s:
+                results, took_s = self._timed(items)
+            else:
+                results, took_s = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, self._timed, items
+                )
+            if len(items) == 1:
+                cost = self._single_cost_s
+                self._single_cost_s = took_s if cost == float("inf") else 0.9 * cost + 0.1 * took_s
             if len(results) != len(batch):
                 raise InferenceError(
                     f"predict_batch returned {len(results)} results for {len(batch)} items"

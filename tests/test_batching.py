@@ -52,6 +52,38 @@ async def test_lone_request_goes_straight_through():
     assert elapsed < 0.25  # It did not wait out the 500 ms batch timeout.
 
 
+class ThreadRecorder:
+    """A predict_batch that notes which thread ran each batch."""
+
+    def __init__(self) -> None:
+        self.threads: list[tuple[int, str]] = []
+
+    def __call__(self, items: list[int]) -> list[int]:
+        self.threads.append((len(items), threading.current_thread().name))
+        return [item * 2 for item in items]
+
+
+@pytest.mark.parametrize("inline_max_ms", [0.0, 50.0])
+async def test_a_lone_cheap_call_runs_on_the_event_loop_once_measured(inline_max_ms):
+    recorder = ThreadRecorder()
+    batcher = MicroBatcher(
+        recorder,
+        max_batch_size=8,
+        batch_timeout_ms=0,
+        max_queue_size=100,
+        inline_max_ms=inline_max_ms,
+    )
+    async with batcher:
+        assert [(await batcher.submit(item)).value for item in (1, 2, 3)] == [2, 4, 6]
+        assert [result.value for result in await batcher.submit_many([4, 5])] == [8, 10]
+    loop_thread = threading.current_thread().name
+    singles = [thread for size, thread in recorder.threads if size == 1]
+    # The first lone call is timed on the model thread; later ones run inline when that is cheap.
+    assert singles[0] != loop_thread
+    assert all((thread == loop_thread) == bool(inline_max_ms) for thread in singles[1:])
+    assert all(thread != loop_thread for size, thread in recorder.threads if size > 1)
+
+
 async def test_requests_arriving_while_busy_form_one_batch():
     recorder = Recorder()
     async with make_batcher(recorder) as batcher:

@@ -27,13 +27,17 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from bench import mixed_soak, scrape
+from bench import mixed_soak, runtimes, scrape, targets
+from bench.cells import Cell, find, format_cell
 from bench.payloads import FIXTURE, REQUEST_KINDS, Payload, Request, load_payloads, requests
 
 REPO = Path(__file__).resolve().parent.parent
+COMMITTED_MODEL = REPO / "model" / "export" / "mnist" / "2"
+MNIST = REPO.parent / "shared" / "data" / "mnist.npz"
 RESULTS = Path(__file__).resolve().parent / "results"
 WRK_SCRIPT = Path(__file__).resolve().parent / "upload.lua"
 
@@ -44,23 +48,6 @@ class Server:
     command: list[str]
     env: dict[str, str]
     bodies: tuple[str, ...]  # The request kinds it accepts (see bench.payloads.requests).
-
-
-@dataclass
-class Cell:
-    server: str
-    payload: str
-    body: str
-    concurrency: int
-    # Answered 200: a refused request is not served, so refusals never count as throughput.
-    requests_per_s: float
-    p50_ms: float
-    p99_ms: float  # Of every answer, refusals included.
-    errors: int  # Any other answer, refusals (503) included.
-    checked: int
-    wrong_labels: int
-    # cnn-serve's own /metrics over the cell, to set beside wrk's figures.
-    metrics: str = ""
 
 
 def servers(port: int) -> list[Server]:
@@ -75,6 +62,12 @@ def servers(port: int) -> list[Server]:
         Server("cnn-serve", ours, ours_env, every_kind),
         Server("cnn-serve x1", ours, one_worker, plain),
         Server("HTTP ceiling", [*reference, "ceiling", "--port", str(port)], {}, plain),
+        Server(
+            "HTTP ceiling x2",
+            [*reference, "ceiling", "--port", str(port), "--workers", "2"],
+            {},
+            plain,
+        ),
         Server("unbatched", [*reference, "unbatched", "--port", str(port)], {}, ("multipart",)),
         Server("seed-style", [*reference, "seed", "--port", str(port)], {}, ("multipart",)),
     ]
@@ -210,8 +203,14 @@ def wait_until_drained(port: int, body: Path, request: Request, timeout_s: float
 
 
 def measure_servers(
-    args: argparse.Namespace, wrk: str, payloads: list[Payload]
+    args: argparse.Namespace,
+    wrk: str,
+    payloads: list[Payload],
+    concurrency: list[int],
+    only_bodies: tuple[str, ...] | None = None,
+    only_servers: tuple[str, ...] | None = None,
 ) -> tuple[list[Cell], dict[str, dict[str, float]]]:
+    """Every server, payload, kind of request (unless narrowed) and concurrency: one cell each."""
     cells: list[Cell] = []
     process_stats: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as scratch:
@@ -224,6 +223,8 @@ def measure_servers(
 
         for server in servers(args.port):
             if args.only and server.name not in args.only:
+                continue
+            if only_servers and server.name not in only_servers:
                 continue
             stats: dict[str, float] = {}
             if server.name.startswith("cnn-serve"):
@@ -247,8 +248,10 @@ def measure_servers(
                 )
                 for payload in payloads:
                     for body in server.bodies:
+                        if body not in payload.kinds or (only_bodies and body not in only_bodies):
+                            continue
                         path, request = bodies[(payload.name, body)]
-                        for concurrency in args.concurrency:
+                        for connections in concurrency:
                             own_metrics = server.name.startswith("cnn-serve")
                             before = scrape.scrape(args.port) if own_metrics else {}
                             values = run_wrk(
@@ -256,15 +259,15 @@ def measure_servers(
                                 args.port,
                                 path,
                                 request,
-                                server.name != "HTTP ceiling",
-                                concurrency,
+                                not server.name.startswith("HTTP ceiling"),
+                                connections,
                                 args.duration,
                             )
                             cell = Cell(
                                 server.name,
                                 payload.name,
                                 body,
-                                concurrency,
+                                connections,
                                 requests_per_s=values["ok"] / (values["duration_us"] / 1e6),
                                 p50_ms=values["p50"] / 1000,
                                 p99_ms=values["p99"] / 1000,
@@ -287,12 +290,15 @@ def measure_servers(
 
 
 OVERLOAD_CONCURRENCY = (64, 256, 512, 1024)
+# Photos are heavier: a flood of them is where a worker's budget runs out.
+PHOTO_FLOODS = (256, 1024)
 # A first answer quicker than this after a flood counts as recovered.
 RECOVERED_S = 0.05
 
 
 @dataclass
 class OverloadCell:
+    payload: str
     concurrency: int
     ok_per_s: float
     shed_per_s: float
@@ -305,7 +311,9 @@ class OverloadCell:
     recovery_s: float
 
 
-def overload(wrk: str, payload: Payload, port: int, duration_s: float) -> list[OverloadCell]:
+def overload(
+    wrk: str, payload: Payload, port: int, duration_s: float, concurrencies: tuple[int, ...]
+) -> list[OverloadCell]:
     """The default service flooded with PNG uploads at rising concurrency: what it serves, what
     it sheds (503), what a request arriving during the flood sees, and how soon after the flood
     it answers fast."""
@@ -315,7 +323,7 @@ def overload(wrk: str, payload: Payload, port: int, duration_s: float) -> list[O
     with tempfile.TemporaryDirectory() as scratch, started(server, port):
         body = Path(scratch) / "body.bin"
         body.write_bytes(request.body)
-        for concurrency in OVERLOAD_CONCURRENCY:
+        for concurrency in concurrencies:
             values, probe = probed(
                 partial(run_wrk, wrk, port, body, request, True, concurrency, duration_s),
                 port,
@@ -328,6 +336,7 @@ def overload(wrk: str, payload: Payload, port: int, duration_s: float) -> list[O
             seconds = values["duration_us"] / 1e6
             shed = values["shed"]
             cell = OverloadCell(
+                payload.name,
                 concurrency,
                 ok_per_s=values["ok"] / seconds,
                 shed_per_s=shed / seconds,
@@ -426,36 +435,15 @@ def soak(
     return samples
 
 
-def format_cell(cell: Cell) -> str:
-    wrong = f"{cell.wrong_labels}/{cell.checked}" if cell.checked else "-"
-    return (
-        f"  {cell.server:<13}{cell.payload:<14}{cell.body:<15}c={cell.concurrency:<4}"
-        f"{cell.requests_per_s:>9.0f} ok/s   p50 {cell.p50_ms:>8.2f} ms  "
-        f"p99 {cell.p99_ms:>8.2f} ms  errors {cell.errors:<5} wrong labels {wrong}"
-        + (f"\n{'':<15}{cell.metrics}" if cell.metrics else "")
-    )
-
-
-def find(cells: list[Cell], server: str, payload: str, body: str, concurrency: int) -> Cell | None:
-    for cell in cells:
-        if (cell.server, cell.payload, cell.body, cell.concurrency) == (
-            server,
-            payload,
-            body,
-            concurrency,
-        ):
-            return cell
-    return None
-
-
 def ratios(cells: list[Cell], concurrency: int) -> list[str]:
     lines = []
-    for payload in ("28x28 PNG", "800x600 JPEG"):
+    for payload in ("28x28 PNG", "28x28 off-format", "800x600 JPEG"):
         ours = find(cells, "cnn-serve", payload, "multipart", concurrency)
         if ours is None:
             continue
         for server, reference in [
             ("cnn-serve", "HTTP ceiling"),
+            ("cnn-serve", "HTTP ceiling x2"),
             ("cnn-serve x1", "HTTP ceiling"),
             ("cnn-serve", "unbatched"),
             ("cnn-serve", "seed-style"),
@@ -488,7 +476,33 @@ def upload_kinds() -> list[tuple[str, list[bytes]]]:
     kinds: dict[str, list[bytes]] = {}
     for upload in generate(images, labels, per_category=8, categories=UPLOAD_KINDS_TIMED):
         kinds.setdefault(upload.category, []).append(upload.data)
-    return [(f"{category} (mean of 8)", data) for category, data in kinds.items()]
+    return [("28x28 PNG not in MNIST's format (mean of 8)", _off_format_pngs())] + [
+        (f"{category} (mean of 8)", data) for category, data in kinds.items()
+    ]
+
+
+def _off_format_pngs() -> list[bytes]:
+    """Eight test digits that miss the MNIST-format shortcut (which passes the whole 28x28 frame
+    through), as 28x28 PNGs."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from app.decoding import open_image
+    from app.preprocess import preprocess_image
+
+    found: list[bytes] = []
+    with np.load(FIXTURE) as sample:
+        for digit in sample["images"]:
+            buffer = io.BytesIO()
+            Image.fromarray(digit).save(buffer, "PNG")
+            whole_frame = (0.0, 0.0, 28.0, 28.0)
+            if preprocess_image(open_image(buffer.getvalue()), "mnist").crop_box != whole_frame:
+                found.append(buffer.getvalue())
+            if len(found) == 8:
+                break
+    return found
 
 
 UPLOAD_KINDS_TIMED = (
@@ -501,15 +515,9 @@ UPLOAD_KINDS_TIMED = (
 )
 
 
-def micro_benchmarks(payloads: list[Payload]) -> dict[str, float]:
-    """Preprocessing per image and the SavedModel per batch size, in this process."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import numpy as np
-
-    from app.config import Settings
-    from app.models import load_model, resolve_version_dir
+def preprocessing_times(payloads: list[Payload]) -> dict[str, float]:
+    """Preprocessing per image of each payload and kind of upload, in this process (ms)."""
     from app.preprocess import preprocess
-    from app.runtimes import Runtime
 
     results: dict[str, float] = {}
     kinds = [(payload.name, [payload.image]) for payload in payloads] + upload_kinds()
@@ -521,20 +529,33 @@ def micro_benchmarks(payloads: list[Payload]) -> dict[str, float]:
             for image in images:
                 preprocess(image)
             count += len(images)
-        results[f"preprocess {name} (ms)"] = (time.perf_counter() - began) / count * 1000
-    for runtime in Runtime:
-        settings = Settings(runtime=runtime, inference_threads=2)
-        model = load_model(resolve_version_dir(settings.model_dir), settings)
-        for size in (1, 8, 32, 64, 128):
-            batch = [np.zeros((28, 28), np.float32)] * size
-            model.predict_batch(batch)
-            count, began = 0, time.perf_counter()
-            while time.perf_counter() - began < 1.5:
-                model.predict_batch(batch)
-                count += 1
-            images_per_s = count * size / (time.perf_counter() - began)
-            results[f"model {model.runtime} batch {size} (images/s)"] = images_per_s
+        results[name] = (time.perf_counter() - began) / count * 1000
     return results
+
+
+def official_test_set() -> tuple[Any, Any] | None:
+    """The official MNIST test digits and labels, when the shared data is beside the checkout."""
+    import numpy as np
+
+    if not MNIST.is_file():
+        print(f"  ({MNIST} is missing: no accuracy column)")
+        return None
+    with np.load(MNIST) as data:
+        return data["x_test"], data["y_test"]
+
+
+@contextmanager
+def busy_core(busy: bool) -> Iterator[None]:
+    """Another process spinning on one core while the servers are measured, when asked."""
+    if not busy:
+        yield
+        return
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield
+    finally:
+        spinner.kill()
+        spinner.wait()
 
 
 def plot(cells: list[Cell], path: Path) -> None:
@@ -585,6 +606,15 @@ def plot(cells: list[Cell], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64, 256])
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="rounds of the target cells (the first round measures every cell)",
+    )
+    parser.add_argument(
+        "--busy", action="store_true", help="keep one core busy with another process throughout"
+    )
     parser.add_argument("--duration", type=float, default=6, help="seconds per cell")
     parser.add_argument("--port", type=int, default=8199)
     parser.add_argument("--only", nargs="+", help="servers to run (default: all)")
@@ -601,7 +631,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.quick:
-        args.concurrency, args.duration = [1, 64], 3
+        args.concurrency, args.duration, args.rounds = [1, 64], 3, 1
 
     wrk = ensure_wrk()
     payloads = load_payloads()
@@ -643,15 +673,37 @@ def main() -> None:
         soaked = json.dumps({"seconds_and_rss_mb": rss_samples}, indent=1)
         (RESULTS / "soak.json").write_text(soaked)
         return
+    machine = targets.cpu_description()
     print(
-        f"wrk -t1, {args.duration:g} s per cell, concurrency {args.concurrency}, "
-        f"{os.cpu_count()} cores, Python {platform.python_version()}"
+        f"{machine}; Python {platform.python_version()}\n"
+        f"wrk -t1, {args.duration:g} s per cell, concurrency {args.concurrency}"
+        + (", one core kept busy by another process" if args.busy else "")
     )
-    cells, process_stats = measure_servers(args, wrk, payloads)
-    overload_cells: list[OverloadCell] = []
-    if not args.only or "cnn-serve" in args.only:
-        print(f"\nOverload: cnn-serve (defaults), 28x28 PNG multipart, {args.duration:g} s each:")
-        overload_cells = overload(wrk, payloads[0], args.port, args.duration)
+    with busy_core(args.busy):
+        cells, process_stats = measure_servers(args, wrk, payloads, args.concurrency)
+        rounds = [cells]
+        for number in range(2, args.rounds + 1):
+            print(f"\nRound {number}: the target cells again")
+            again, _ = measure_servers(
+                args,
+                wrk,
+                [payload for payload in payloads if payload.name in (targets.PNG, targets.JPEG)],
+                [1, 64],
+                only_bodies=("multipart",),
+                only_servers=("cnn-serve", targets.CEILING),
+            )
+            rounds.append(again)
+        overload_cells: list[OverloadCell] = []
+        if not args.only or "cnn-serve" in args.only:
+            for payload, flood in (
+                (payloads[0], OVERLOAD_CONCURRENCY),
+                (payloads[-1], PHOTO_FLOODS),
+            ):
+                print(
+                    f"\nOverload: cnn-serve (defaults), {payload.name} multipart, "
+                    f"{args.duration:g} s each:"
+                )
+                overload_cells += overload(wrk, payload, args.port, args.duration, flood)
 
     print("\nRatios (req/s, multipart unless said):")
     for concurrency in args.concurrency:
@@ -667,20 +719,38 @@ def main() -> None:
             f"{stats['rss_after_first_cell_mb']:.0f} MB, at the end {stats['rss_end_mb']:.0f} MB"
         )
 
-    micro = {} if args.no_micro else micro_benchmarks(payloads)
-    if micro:
-        print("\nIn-process:")
+    print(f"\nTargets ({machine}):")
+    target_results = []
+    for number, round_cells in enumerate(rounds, start=1):
+        print(f" round {number}:")
+        results = targets.check(round_cells)
+        print(*targets.format_results(results), sep="\n")
+        target_results.append([asdict(result) for result in results])
+
+    micro: dict[str, float] = {}
+    model_runtimes: list[runtimes.RuntimeFigures] = []
+    if not args.no_micro:
+        micro = preprocessing_times(payloads)
+        print("\nIn-process preprocessing (ms per image):")
         for key, value in micro.items():
-            print(f"  {key:<34}{value:>10.3f}" if "ms" in key else f"  {key:<34}{value:>10.0f}")
+            print(f"  {key:<44}{value:>8.3f}")
+        print("\nThe model, in-process:")
+        model_runtimes = runtimes.measure(COMMITTED_MODEL, official_test_set())
+        print(*runtimes.report(model_runtimes), sep="\n")
 
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(
         json.dumps(
             {
+                "machine": machine,
+                "busy_core": args.busy,
                 "cells": [asdict(cell) for cell in cells],
+                "rounds": [[asdict(cell) for cell in round_cells] for round_cells in rounds[1:]],
+                "targets": target_results,
                 "overload": [asdict(cell) for cell in overload_cells],
                 "processes": process_stats,
-                "micro": micro,
+                "preprocessing_ms": micro,
+                "model_runtimes": [asdict(figure) for figure in model_runtimes],
                 "settings": {
                     "duration_s": args.duration,
                     "cores": os.cpu_count(),

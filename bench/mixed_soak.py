@@ -53,7 +53,7 @@ async def _cut_off_upload(port: int, body: bytes) -> str:
 def mixed_requests(
     payloads: list[Payload], max_upload_bytes: int
 ) -> list[tuple[str, dict[str, Any]]]:
-    png, jpeg = payloads[0], payloads[1]
+    png, jpeg = payloads[0], payloads[-1]
     oversize = b"\0" * (max_upload_bytes + 1)
     return [
         ("png", {"content": png.image, "headers": {"content-type": "image/png"}}),
@@ -86,7 +86,7 @@ async def _load(
                 name, request = next(kinds)
                 try:
                     if name == "cut off":
-                        await _cut_off_upload(port, payloads[1].image)
+                        await _cut_off_upload(port, payloads[-1].image)
                         outcomes["cut off"] += 1
                         continue
                     response = await client.post("/predict", **request)

@@ -1,8 +1,9 @@
 """The reference servers the benchmark measures beside ours, on the same machine and payloads.
 
-    python -m bench.reference_servers ceiling|seed|unbatched --port 8101
+    python -m bench.reference_servers ceiling|seed|unbatched --port 8101 [--workers 2]
 
-- `ceiling`: reads the upload (multipart or raw) and returns a constant: the HTTP ceiling.
+- `ceiling`: reads the upload (multipart or raw) and returns a constant: the HTTP ceiling (with
+  one worker, or as many as cnn-serve's default with `--workers 2`).
 - `seed`: the seed's style: `async def` endpoint, Pillow resize, `model.predict` per request.
 - `unbatched`: competent but unbatched: a sync endpoint calling the SavedModel signature per
   request, with our own preprocessing.
@@ -43,7 +44,15 @@ def ceiling_app() -> FastAPI:
         await read_upload(request)
         return Response(CONSTANT, media_type="application/json")
 
+    with_health(app)
     return app
+
+
+def with_health(app: FastAPI) -> None:
+    @app.get("/health/ready")
+    @app.get("/health/live")
+    async def ready() -> dict[str, str]:
+        return {"status": "ready"}
 
 
 def seed_app(model_dir: Path) -> FastAPI:
@@ -64,6 +73,7 @@ def seed_app(model_dir: Path) -> FastAPI:
             {"label": str(int(probabilities.argmax())), "confidence": float(probabilities.max())}
         )
 
+    with_health(app)
     return app
 
 
@@ -89,6 +99,7 @@ def unbatched_app(model_dir: Path) -> FastAPI:
             }
         )
 
+    with_health(app)
     return app
 
 
@@ -97,21 +108,21 @@ def main() -> None:
     parser.add_argument("kind", choices=["ceiling", "seed", "unbatched"])
     parser.add_argument("--port", type=int, default=8101)
     parser.add_argument("--model-dir", type=Path, default=MODEL_DIR)
+    parser.add_argument("--workers", type=int, default=1, help="ceiling only: worker processes")
     args = parser.parse_args()
+    app: FastAPI | str
     if args.kind == "ceiling":
-        app = ceiling_app()
+        # Several workers need the app by name, to import it in each.
+        app = "bench.reference_servers:ceiling_app" if args.workers > 1 else ceiling_app()
     elif args.kind == "seed":
         app = seed_app(args.model_dir)
     else:
         app = unbatched_app(args.model_dir)
 
-    @app.get("/health/ready")
-    @app.get("/health/live")
-    async def ready() -> dict[str, str]:
-        return {"status": "ready"}
-
     uvicorn.run(
         app,
+        factory=isinstance(app, str),
+        workers=args.workers if isinstance(app, str) else None,
         host="127.0.0.1",
         port=args.port,
         log_level="warning",

@@ -173,7 +173,7 @@ def test_a_normal_client_with_64_requests_in_flight_is_never_refused(tmp_path: P
     """The default settings, one worker, 64 connections posting the 800x600 photo back to back
     (a batch job, not a flood): every answer is a right 200, however busy the machine."""
     wrk = wrk_or_skip()
-    photo = load_payloads()[1]
+    photo = load_payloads()[-1]  # The 800x600 JPEG.
     request = requests(photo)["multipart"]
     with (
         running_server(tmp_path / "server.log") as url,

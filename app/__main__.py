@@ -7,15 +7,17 @@ import copy
 import logging
 import logging.config
 import os
+import socket
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
-from uvicorn.config import LOGGING_CONFIG
+from uvicorn.config import LOGGING_CONFIG, STARTUP_FAILURE
+from uvicorn.supervisors import Multiprocess
 
-from app import litert_runtime
+from app import listening, litert_runtime
 from app.config import METRICS_DIR_VARIABLE, Settings
 from app.model_format import ModelLoadError, read_metadata
 from app.runtimes import Runtime
@@ -95,6 +97,22 @@ def preflight(settings: Settings) -> None:
         raise ModelLoadError("; ".join(problems))
 
 
+def serve_with_workers(config: uvicorn.Config) -> None:
+    """uvicorn's supervisor (restarts, SIGHUP, shutdown) over the workers, each on a socket of
+    its own where the platform has SO_REUSEPORT, else all on the supervisor's one."""
+    if not listening.supported():
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        return
+    try:
+        reserved = listening.reserve_port(config.host, config.port)
+    except OSError as error:
+        logger.critical("Cannot listen on %s:%d: %s", config.host, config.port, error)
+        sys.exit(STARTUP_FAILURE)
+    with reserved:
+        stand_in = listening.PerWorkerSocket(config.host, config.port)
+        Multiprocess(config, sockets=[cast(socket.socket, stand_in)]).run()
+
+
 def main() -> None:
     settings = Settings()
     metrics_dir = prepare_metrics_dir()
@@ -105,21 +123,28 @@ def main() -> None:
     except ModelLoadError as error:
         logger.critical("Cannot start: %s", error)
         sys.exit(1)
+    config = uvicorn.Config(
+        "app.main:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_level=settings.log_level,
+        log_config=log_config,
+        access_log=False,  # The service writes its own access lines (`app.access`).
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,
+    )
     try:
-        uvicorn.run(
-            "app.main:create_app",
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            log_level=settings.log_level,
-            log_config=log_config,
-            access_log=False,  # The service writes its own access lines (`app.access`).
-            loop="uvloop",
-            http="httptools",
-            lifespan="on",
-            timeout_graceful_shutdown=settings.shutdown_timeout_s,
-        )
+        if settings.workers > 1:
+            serve_with_workers(config)
+        else:
+            server = uvicorn.Server(config)
+            server.run()
+            if not server.started:
+                sys.exit(STARTUP_FAILURE)
     finally:
         clear_metrics_dir(metrics_dir)
         with contextlib.suppress(OSError):  # Left when the operator's directory holds more.

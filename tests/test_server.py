@@ -170,6 +170,54 @@ def test_missing_model_exits_non_zero_with_one_clear_line(tmp_path: Path):
     assert f"Cannot start: no model versions under {tmp_path}/mnist" in result.stderr
 
 
+def listening_sockets(port: int) -> int:
+    """TCP sockets listening on `port` on this machine (state 0A in /proc/net/tcp)."""
+    rows = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(
+        1 for row in rows if row.split()[1].endswith(f":{port:04X}") and row.split()[3] == "0A"
+    )
+
+
+def test_each_worker_listens_on_its_own_socket_and_both_get_connections(tmp_path: Path, digits):
+    """SO_REUSEPORT: the kernel hashes each new connection to one worker's socket, so a burst of
+    keep-alive connections is spread over the workers whatever either is doing (with one shared
+    socket, whichever worker's loop is idle accepts them all)."""
+
+    async def one_connection(url: str) -> str:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            response = await client.post("/predict", files={"file": ("d.png", png(digits[0][0]))})
+            return response.headers["x-request-id"].split("-")[0]  # A prefix per worker.
+
+    async def connections(url: str) -> list[str]:
+        return await asyncio.gather(*(one_connection(url) for _ in range(64)))
+
+    with running_server(tmp_path / "server.log", workers="2") as url:
+        assert listening_sockets(int(url.rsplit(":", 1)[1])) == 2
+        prefixes = asyncio.run(connections(url))
+    shares = sorted(prefixes.count(prefix) for prefix in set(prefixes))
+    assert len(shares) == 2, shares
+    assert shares[0] >= 16, shares  # Binomial(64, 1/2) is below 16 once in ~30,000 runs.
+
+
+def test_a_port_in_use_is_refused_at_once_with_one_clear_line(tmp_path: Path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "app"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={"CNN_SERVE_PORT": str(port), "CNN_SERVE_WORKERS": "2", "PATH": "/usr/bin:/bin"},
+        )
+    assert result.returncode != 0
+    assert f"Cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
 def table_of(report: str) -> str:
     """The accuracy table and the confusions, without the lines about timing and files."""
     return report[report.index("category") :].split("\nContact sheet")[0]

@@ -158,7 +158,8 @@ class Decoded:
             return _composite(values[..., 0], values[..., 1] / 255, self._transparent_background)
         if self._float_range is not None:
             low, high = self._float_range
-            stretched = (np.nan_to_num(values) - low) * (255 / (high - low))
+            # In this order, the ends of the range land on 0 and 255 exactly.
+            stretched = (np.nan_to_num(values) - low) * 255 / (high - low)
             return np.asarray(np.clip(stretched, 0, 255), dtype=np.float32)
         return values
 
@@ -185,7 +186,7 @@ def _decode(image: Image.Image, *, scale: float) -> tuple[Image.Image, bool]:
 
 def _to_working_mode(image: Image.Image) -> Image.Image:
     if image.mode in _HIGH_BIT_DEPTH_MODES:
-        return image.convert("F")
+        return _eight_bit_or_float(image)
     if image.mode in _ALPHA_MODES or "transparency" in image.info:
         if image.mode not in ("RGBA", "LA"):
             image = image.convert("RGBA")
@@ -195,6 +196,18 @@ def _to_working_mode(image: Image.Image) -> Image.Image:
     if image.mode not in ("RGB", "1", "P", "CMYK", "YCbCr", "HSV"):
         image = image.convert("RGB")
     return image.convert("L")
+
+
+def _eight_bit_or_float(image: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit or float image as the 8-bit gray image it reads as, where its white level
+    is known (so the same pixels give the same answer in any mode), else as floats to stretch."""
+    values = np.nan_to_num(
+        np.asarray(image.convert("F"), dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0
+    )
+    white = _white_level(values, integer=image.mode != "F")
+    if white is None:
+        return Image.fromarray(values, mode="F")
+    return Image.fromarray(np.clip(np.rint(values * (255 / white)), 0, 255).astype(np.uint8))
 
 
 def _contrasting_background(luma_alpha: np.ndarray) -> float:
@@ -214,9 +227,23 @@ def _composite(luma: np.ndarray, alpha: np.ndarray, background: float) -> np.nda
     return np.asarray(luma * alpha + background * (1 - alpha), dtype=np.float32)
 
 
+def _white_level(values: np.ndarray, *, integer: bool) -> float | None:
+    """Where white is in a 16-bit, 32-bit or float image, when its values say so.
+
+    Integers are read against the range their data fills in its container: 8-bit data widened
+    to 16 bits (x257 or x256) or 12-bit data in a 16-bit file has its white at 2^bits - 1.
+    Floats in [0, 1] are intensities. Anything else (negative values, other scales): None."""
+    lowest, highest = float(values.min()), float(values.max())
+    if lowest < 0:
+        return None
+    if integer:
+        return float(2 ** max(8, int(np.ceil(np.log2(highest + 1)))) - 1)
+    return 1.0 if highest <= 1 else None
+
+
 def _value_range(values: np.ndarray) -> tuple[float, float]:
-    """16-bit, 32-bit and float images have no fixed white level: use their own range, less a
-    few extreme pixels (a sensor's dead and stuck pixels)."""
+    """An image with no known white level is stretched to its own range, less a few extreme
+    pixels (a sensor's dead and stuck pixels)."""
     values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
     low, high = (float(value) for value in np.quantile(values, [0.001, 0.999]))
     return (low, high) if high - low >= 1e-6 else (low, low + 1.0)

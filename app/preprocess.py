@@ -351,7 +351,10 @@ def _flatten(gray: np.ndarray) -> tuple[np.ndarray | None, float, float]:
     histogram = _histogram(gray)
     median, spread = _median_and_spread(histogram)
     # Surely background: below Otsu's threshold and near the median, so thin ink cannot skew it.
-    background = gray <= min(median + 3 * spread, _otsu_threshold(histogram))
+    # The levels are the histogram's, so a pixel counts by the level it rounds to: a 16-bit
+    # scan's paper at 254.99998 is at level 255 like an 8-bit one's, not above it.
+    level = np.floor(min(median + 3 * spread, _otsu_threshold(histogram)))
+    background = gray < level + 0.5
     for fit in range(1, BACKGROUND_FITS + 1):
         if not background.any():
             return None, 0.0, 0.0

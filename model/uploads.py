@@ -515,6 +515,31 @@ def png_16_bit(digit: np.ndarray, rng: np.random.Generator) -> Rendered:
     return encode(Image.fromarray(values.round().astype(np.uint16)), "PNG"), "png"
 
 
+def png_16_bit_widened(digit: np.ndarray, rng: np.random.Generator) -> Rendered:
+    """An 8-bit scan widened to 16 bits the plain way converters do it: x257 (the full range),
+    x256, or as 12-bit data (0-4095) in a 16-bit container. Half are clean scans: flat paper,
+    no grain, as a scanner's cleanup leaves them."""
+    if rng.uniform() < 0.5:
+        source = _format_source(digit, rng).convert("L")
+    else:
+        height, width = random_size(rng, 80, 500)
+        glyph = natural_glyph(digit, glyph_height_for(height, rng, 0.4, 0.85))
+        mask = placed(glyph, (height, width), rng)
+        paper_level, ink_level = rng.integers(235, 256), rng.integers(10, 70)
+        source = Image.fromarray(
+            np.rint(paper_level - mask * (paper_level - ink_level)).astype(np.uint8)
+        )
+    gray = np.asarray(source, dtype=np.uint32)
+    widen = choose(rng, ["x257", "x256", "12-bit"])
+    if widen == "x257":
+        values = gray * 257
+    elif widen == "x256":
+        values = gray * 256
+    else:
+        values = (gray * 4095 + 127) // 255
+    return encode(Image.fromarray(values.astype(np.uint16)), "PNG"), "png"
+
+
 def palette_png(digit: np.ndarray, rng: np.random.Generator) -> Rendered:
     colours = int(choose(rng, [4, 8, 16, 64, 256]))  # type: ignore[call-overload]
     image = _format_source(digit, rng).quantize(colours)
@@ -564,6 +589,7 @@ CATEGORIES: dict[str, Renderer] = {
     "webp_lossless": webp_lossless,
     "tiff": tiff,
     "png_16_bit": png_16_bit,
+    "png_16_bit_widened": png_16_bit_widened,
     "palette_png": palette_png,
     "cmyk_jpeg": cmyk_jpeg,
 }

@@ -112,7 +112,8 @@ def load_balancer(nginx: str, directory: Path, backends: list[str]) -> Iterator[
 
 @dataclass
 class Answer:
-    at_s: float
+    at_s: float  # When the answer (or the failure) came: a request in flight when a replica
+    # was killed fails after the kill, however early it was sent.
     status: int
     served_by: str
 
@@ -123,14 +124,15 @@ async def traffic(url: str, data: bytes, label: str, stop_at_s: float) -> list[A
     limits = httpx.Limits(max_connections=CLIENTS)
 
     async def one_client(client: httpx.AsyncClient) -> None:
-        while (now := time.monotonic() - started) < stop_at_s:
+        while time.monotonic() - started < stop_at_s:
             try:
                 response = await client.post(
                     "/predict", content=data, headers={"content-type": "image/png"}
                 )
             except httpx.TransportError:
-                answers.append(Answer(now, 0, "-"))
+                answers.append(Answer(time.monotonic() - started, 0, "-"))
                 continue
+            now = time.monotonic() - started
             if response.status_code == 200:
                 assert response.json()["label"] == label
             prefix = response.headers.get("x-request-id", "-").split("-")[0]

@@ -155,11 +155,18 @@ def test_a_flood_is_shed_and_the_server_recovers(digits, tmp_path: Path):
         answered = sorted(took for status, took in probe if status == 200)
         refused = [took for status, took in probe if status == 503]
         assert len(probe) > 20
-        # Refused once the budget is spent waiting for a slot (and the event loop's turn).
-        assert max(refused, default=0) < budget_ms / 1000 * 10, refused
-        # Answered: a bounded wait, far from the queue of everything in flight (256 requests at
-        # ~1,500/s would be ~170 ms).
-        assert answered[int(0.9 * (len(answered) - 1))] < budget_ms / 1000 * 10, answered
+        # Waiting behind everything in flight would take 256 requests over the rate measured
+        # (~170 ms on a quiet machine, over half a second on a busy one). A refusal comes once
+        # the budget is spent waiting for a slot, and an answer after a bounded wait, both far
+        # from that: ten budgets, or a third of it where the machine is slow enough to need more
+        # than ten budgets just for the event loop's turn.
+        everything_in_flight_s = 256 / (ok / 4)
+        bound_s = max(budget_ms / 1000 * 10, everything_in_flight_s / 3)
+        assert max(refused, default=0) < bound_s, (refused, everything_in_flight_s)
+        assert answered[int(0.9 * (len(answered) - 1))] < bound_s, (
+            answered,
+            everything_in_flight_s,
+        )
         began = time.perf_counter()
         response = httpx.post(
             f"{url}/predict", content=png(images[1]), headers={"content-type": "image/png"}

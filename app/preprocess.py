@@ -182,16 +182,23 @@ def _dark_on_light(gray: np.ndarray) -> bool:
     if anything does; with the lighting fitted to it taken out (a dark vignette around bright
     paper is not a dark background), the ink is whichever side of it holds more contrast.
     """
-    residual = gray - _illumination(gray, _ring(gray.shape))
-    border = _border(residual)
-    border_level = _median(border)
-    margin = 3 * 1.4826 * _median(np.abs(border - border_level)) + 1
-    by_border = _ink_is_darker(residual, border_level, margin)
+    lowest, highest, _, _ = cv2.minMaxLoc(_border(gray))
+    if lowest == highest:  # A flat border (a clean scan, a canvas): it is the background.
+        residual, border_level, margin = gray - lowest, 0.0, 1.0
+    else:
+        residual = gray - _illumination(gray, _ring(gray.shape))
+        border = _border(residual)
+        border_level = _median(border)
+        margin = 3 * 1.4826 * _median(np.abs(border - border_level)) + 1
+    total = cv2.sumElems(residual)[0]
+    by_border = _ink_is_darker(residual, total, border_level, margin)
     # A large digit can cover most of the border, and the border then shows ink; ink rarely
     # covers most of the image. When the two readings of the background disagree, the ink is
-    # the side that forms thin strokes.
-    majority_level = _median(residual)
-    by_majority = _ink_is_darker(residual, majority_level, margin)
+    # the side that forms thin strokes. (The majority's level is read off the lattice the
+    # lighting is fitted on: a quarter of the pixels of a large image tell the same median.)
+    step = _lattice_step(residual.size)
+    majority_level = _median(residual[::step, ::step])
+    by_majority = _ink_is_darker(residual, total, majority_level, margin)
     if by_border == by_majority:
         return by_border
     darker = residual < (border_level + majority_level) / 2
@@ -200,11 +207,14 @@ def _dark_on_light(gray: np.ndarray) -> bool:
     )
 
 
-def _ink_is_darker(residual: np.ndarray, background: float, margin: float) -> bool:
-    above = residual - background
-    darker = float(np.maximum(-margin - above, 0).sum())
-    lighter = float(np.maximum(above - margin, 0).sum())
-    return darker > lighter
+def _ink_is_darker(residual: np.ndarray, total: float, background: float, margin: float) -> bool:
+    """Whether more contrast lies below `background - margin` than above `background + margin`.
+
+    That contrast is the sum of what clipping to the margin's band takes away: `total` (the sum
+    of `residual`) minus the sum clipped, negative when the darker side holds more.
+    """
+    clipped = np.minimum(np.maximum(residual, background - margin), background + margin)
+    return float(cv2.sumElems(clipped)[0]) > total
 
 
 def _isolate_glyph(gray: np.ndarray) -> tuple[np.ndarray, Box] | None:
@@ -235,23 +245,24 @@ def _isolate_glyph(gray: np.ndarray) -> tuple[np.ndarray, Box] | None:
     has_strong_pixels[0] = False  # The background.
     strokes = [
         (float(masses[index]), _stats_box(stats[index]), int(index))
-        for index in np.flatnonzero(has_strong_pixels)
+        for index in np.flatnonzero(has_strong_pixels).tolist()
     ]
     kept = _glyph_strokes(strokes)
     rows, columns = _grown(_union(box for _, box, _ in kept), flattened.shape)
-    is_kept = np.zeros(count, dtype=bool)
-    is_kept[[index for _, _, index in kept]] = True
-    glyph_mask = is_kept[labels[rows, columns]]
+    is_kept = np.zeros(count, dtype=np.uint8)
+    is_kept[[index for _, _, index in kept]] = 1
     # The strokes' anti-aliased edges are fainter than FAINT_INK: keep a pixel's rim too.
-    glyph_mask = _dilated(glyph_mask, _SQUARE_3)
-    glyph = (flattened[rows, columns] - noise_floor) * (255 / (ink_level - noise_floor))
-    glyph = np.clip(np.where(glyph_mask, glyph, 0), 0, 255).astype(np.float32)
-    inked_rows, inked_columns = _nonzero_box(glyph)
+    glyph_mask = cv2.dilate(is_kept[labels[rows, columns]], _SQUARE_3)
+    glyph = flattened[rows, columns] - noise_floor
+    glyph *= glyph_mask
+    glyph *= 255 / (ink_level - noise_floor)
+    glyph = np.minimum(np.maximum(glyph, 0, out=glyph), 255, out=glyph)
+    left, top, width, height = cv2.boundingRect((glyph > 0).view(np.uint8))
     box = (
-        slice(rows.start + inked_rows.start, rows.start + inked_rows.stop),
-        slice(columns.start + inked_columns.start, columns.start + inked_columns.stop),
+        slice(rows.start + top, rows.start + top + height),
+        slice(columns.start + left, columns.start + left + width),
     )
-    return glyph[inked_rows, inked_columns], box
+    return glyph[top : top + height, left : left + width], box
 
 
 # Relative to the ink's own level (its 99th percentile above the noise): a stroke is grown
@@ -320,11 +331,6 @@ def _grown(box: Box, shape: tuple[int, ...]) -> Box:
     )
 
 
-def _nonzero_box(image: np.ndarray) -> Box:
-    rows, columns = np.flatnonzero(image.any(axis=1)), np.flatnonzero(image.any(axis=0))
-    return slice(rows[0], rows[-1] + 1), slice(columns[0], columns[-1] + 1)
-
-
 def _gap(first: slice, second: slice) -> int:
     """Pixels between two index ranges (0 when they overlap or touch)."""
     return int(max(0, second.start - first.stop, first.start - second.stop))
@@ -346,26 +352,35 @@ def _flatten(gray: np.ndarray) -> tuple[np.ndarray | None, float, float]:
     unchanged: every estimate below is then exactly zero. The robust statistics come from 256-level
     histograms: a handful of vector operations instead of a sort per statistic.
     """
-    if float(gray.max()) - float(gray.min()) < MIN_INK_CONTRAST:
+    lowest, highest, _, _ = cv2.minMaxLoc(gray)
+    if highest - lowest < MIN_INK_CONTRAST:
         return None, 0.0, 0.0
-    histogram = _histogram(gray)
-    median, spread = _median_and_spread(histogram)
+    # The gray level each pixel rounds to: a 16-bit scan's paper at 254.99998 is at level 255
+    # like an 8-bit one's, not above it.
+    levels = cv2.convertScaleAbs(gray)
+    median, spread = _median_and_spread(cv2.calcHist([levels], [0], None, [256], [0, 256]))
     # Surely background: below Otsu's threshold and near the median, so thin ink cannot skew it.
-    # The levels are the histogram's, so a pixel counts by the level it rounds to: a 16-bit
-    # scan's paper at 254.99998 is at level 255 like an 8-bit one's, not above it.
-    level = np.floor(min(median + 3 * spread, _otsu_threshold(histogram)))
-    background = gray < level + 0.5
+    otsu, _ = cv2.threshold(levels, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+    background = levels <= min(median + 3 * spread, otsu)
     for fit in range(1, BACKGROUND_FITS + 1):
-        if not background.any():
+        lowest, highest, lowest_at, _ = cv2.minMaxLoc(gray, background.view(np.uint8))
+        if lowest_at[0] < 0:  # No background pixel at all.
             return None, 0.0, 0.0
-        flattened = gray - _illumination(gray, background)
+        if lowest == highest:
+            # Every background pixel at one level (a clean scan, a canvas): that level is the
+            # background, and there is no noise.
+            flattened, noise_floor = gray - lowest, 0.0
+            return flattened, noise_floor, _ink_level(flattened, noise_floor)
+        surface = _illumination(gray, background)
+        flattened = gray - surface
         # Residuals may be slightly negative; shift them into the histogram's range.
         residual_median, residual_spread = _median_and_spread(
-            _histogram(flattened[background], offset=_RESIDUAL_OFFSET)
+            _histogram(flattened, background, offset=_RESIDUAL_OFFSET)
         )
         noise_floor = max(residual_median - _RESIDUAL_OFFSET + 4 * residual_spread, 0.0)
         ink_level = _ink_level(flattened, noise_floor)
-        if fit == BACKGROUND_FITS:
+        # A background flat to within a gray level casts no shadow for a second fit to find.
+        if fit == BACKGROUND_FITS or isinstance(surface, float):
             break
         # Under strong uneven light a shadowed corner is as far from the median as ink, and the
         # first fit left it out. Against the fitted surface it is far weaker than the ink: fit
@@ -392,80 +407,93 @@ def _ink_level(flattened: np.ndarray, noise_floor: float) -> float:
 
 
 _LEVELS = np.arange(256)
+# Row m: how far each level is from level m.
+_DISTANCES = np.abs(_LEVELS[:, np.newaxis] - _LEVELS)
 _RESIDUAL_OFFSET = 128
 
 
-def _histogram(values: np.ndarray, offset: float = 0) -> np.ndarray:
-    """Counts of `values + offset` rounded to the 256 gray levels."""
-    levels = np.clip(values + (offset + 0.5), 0, 255).astype(np.uint8)
-    return np.bincount(levels.ravel(), minlength=256)
+def _histogram(
+    values: np.ndarray, where: np.ndarray | None = None, offset: float = 0
+) -> np.ndarray:
+    """Counts of `values + offset` (where `where` holds) rounded to the 256 gray levels;
+    values beyond the levels are left out."""
+    mask = None if where is None else where.view(np.uint8)
+    return cv2.calcHist([values], [0], mask, [256], [-offset - 0.5, 255.5 - offset]).ravel()
 
 
 def _quantile(histogram: np.ndarray, fraction: float) -> int:
-    cumulative = np.cumsum(histogram)
-    return int(np.searchsorted(cumulative, fraction * cumulative[-1]))
+    cumulative = histogram.cumsum()
+    return int(cumulative.searchsorted(fraction * cumulative[-1]))
 
 
 def _median_and_spread(histogram: np.ndarray) -> tuple[int, float]:
     """The median level and a robust standard deviation (1.4826 x median absolute deviation)."""
-    median = _quantile(histogram, 0.5)
-    distances = np.bincount(np.abs(_LEVELS - median), weights=histogram, minlength=256)
-    return median, 1.4826 * _quantile(distances, 0.5)
-
-
-def _otsu_threshold(histogram: np.ndarray) -> float:
-    """The level that best splits the histogram into two classes (Otsu's method)."""
-    weights = histogram.astype(np.float64)
-    below = np.cumsum(weights)
-    above = below[-1] - below
-    below_sum = np.cumsum(weights * _LEVELS)
-    mean_below = below_sum / np.maximum(below, 1)
-    mean_above = (below_sum[-1] - below_sum) / np.maximum(above, 1)
-    between = below * above * (mean_below - mean_above) ** 2
-    return float(np.argmax(between)) + 0.5
+    histogram = histogram.ravel()
+    cumulative = histogram.cumsum()
+    half = 0.5 * cumulative[-1]
+    median = int(cumulative.searchsorted(half))
+    distances = np.bincount(_DISTANCES[median], weights=histogram, minlength=256)
+    return median, 1.4826 * int(distances.cumsum().searchsorted(half))
 
 
 def _illumination(gray: np.ndarray, background: np.ndarray) -> np.ndarray | float:
     """A smooth quadratic surface fitted to the background pixels (uneven lighting, shadows)."""
     height, width = gray.shape
     # A lattice of about a thousand pixels pins down six coefficients; more only cost time.
-    step = max(1, int(np.sqrt(gray.size / 1024)))
-    chosen = background[::step, ::step]
-    samples = gray[::step, ::step][chosen]
-    if samples.size < 12 or float(samples.max()) - float(samples.min()) < 1:
-        return float(samples.mean()) if samples.size else 0.0
-    design = _lattice_design(height, width, step)[chosen.ravel()]
-    normal = design.T @ design + _RIDGE
-    _, solution = cv2.solve(normal, (design.T @ samples)[:, np.newaxis], flags=cv2.DECOMP_LU)
+    step = _lattice_step(gray.size)
+    samples = np.ascontiguousarray(gray[::step, ::step])
+    chosen = np.ascontiguousarray(background[::step, ::step]).view(np.uint8)
+    count = cv2.countNonZero(chosen)
+    if count == 0:
+        return 0.0
+    lowest, highest, _, _ = cv2.minMaxLoc(samples, chosen)
+    if count < 12 or highest - lowest < 1:
+        return float(cv2.mean(samples, chosen)[0])
+    # The least-squares normal equations, from moments of the chosen pixels' positions: the
+    # products of two of (1, x, y, x^2, xy, y^2) are the x^i y^j with i + j <= 4.
+    weights = chosen.astype(np.float64)
+    weighted = weights * samples
+    rows, columns = _lattice_powers(height, step), _lattice_powers(width, step)
+    position_moments = rows.T @ weights @ columns
+    value_moments = rows[:, :3].T @ weighted @ columns[:, :3]
+    normal = position_moments[_PAIR_Y_POWERS, _PAIR_X_POWERS] + _RIDGE
+    _, solution = cv2.solve(
+        normal, value_moments[_Y_POWERS, _X_POWERS][:, np.newaxis], flags=cv2.DECOMP_LU
+    )
     c = solution.ravel()
     # The surface as (1, y, y^2) x coefficients x (1, x, x^2): two small products.
     coefficients = np.array([[c[0], c[1], c[3]], [c[2], c[4], 0.0], [c[5], 0.0, 0.0]])
-    rows, columns = _powers(height), _powers(width)
-    return np.asarray((rows @ coefficients) @ columns.T, dtype=np.float32)
+    return np.asarray((_powers(height) @ coefficients) @ _powers(width).T, dtype=np.float32)
+
+
+def _lattice_step(size: int) -> int:
+    return max(1, int(np.sqrt(size / 1024)))
+
+
+# The fitted terms 1, x, y, x^2, xy, y^2 as powers of x and of y.
+_X_POWERS = np.array([0, 1, 0, 2, 1, 0])
+_Y_POWERS = np.array([0, 0, 1, 0, 1, 2])
+_PAIR_X_POWERS = _X_POWERS[:, np.newaxis] + _X_POWERS
+_PAIR_Y_POWERS = _Y_POWERS[:, np.newaxis] + _Y_POWERS
 
 
 @lru_cache(maxsize=64)
 def _powers(size: int) -> np.ndarray:
     """(size, 3): 1, t and t^2 for t from 0 to 1 over `size` pixels (read-only, shared)."""
-    t = np.arange(size) / max(size - 1, 1)
-    powers = np.stack([np.ones_like(t), t, t * t], axis=1)
+    return _lattice_powers(size, 1)[:, :3]
+
+
+@lru_cache(maxsize=128)
+def _lattice_powers(size: int, step: int) -> np.ndarray:
+    """(lattice points, 5): t^0 to t^4 at every `step`-th of `size` pixels, t from 0 to 1."""
+    t = np.arange(0, size, step) / max(size - 1, 1)
+    powers = t[:, np.newaxis] ** np.arange(5)
     powers.flags.writeable = False
     return powers
 
 
 # Keeps the six normal equations solvable when the background pixels cannot pin a term down.
 _RIDGE = np.eye(6) * 1e-6
-
-
-@lru_cache(maxsize=64)
-def _lattice_design(height: int, width: int, step: int) -> np.ndarray:
-    """(lattice pixels, 6): 1, x, y, x^2, xy, y^2 at every `step`-th pixel, in raster order."""
-    y, x = np.mgrid[0:height:step, 0:width:step]
-    x = x.ravel() / max(width - 1, 1)
-    y = y.ravel() / max(height - 1, 1)
-    design = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=1)
-    design.flags.writeable = False
-    return design
 
 
 def _scale_into_box(glyph: np.ndarray, box_side: int, stroke_width: float) -> np.ndarray:
@@ -510,15 +538,13 @@ def _stroke_width(glyph: np.ndarray) -> float:
     For a band of width w and length L, the mass is w * L and the outline about 2 * L; a faint
     line counts as narrow as it looks.
     """
-    ink = glyph > FAINT_INK * float(glyph.max())
-    # Changes between neighbours, and the ink on the image's edges (it borders the outside).
-    outline = (
-        int(np.count_nonzero(ink[:, 1:] != ink[:, :-1]))
-        + int(np.count_nonzero(ink[1:] != ink[:-1]))
-        + int(np.count_nonzero(ink[[0, -1]]))
-        + int(np.count_nonzero(ink[:, [0, -1]]))
-    )
-    return float(glyph.sum()) / 255 / max(outline / 2, 1)
+    _, highest, _, _ = cv2.minMaxLoc(glyph)
+    # Framed by a pixel of no ink, so the ink on the image's edges borders the outside too.
+    ink = np.zeros((glyph.shape[0] + 2, glyph.shape[1] + 2), dtype=bool)
+    ink[1:-1, 1:-1] = glyph > FAINT_INK * highest
+    # Changes between neighbours.
+    outline = np.count_nonzero(ink[:, 1:] != ink[:, :-1]) + np.count_nonzero(ink[1:] != ink[:-1])
+    return cv2.sumElems(glyph)[0] / 255 / max(outline / 2, 1)
 
 
 @lru_cache(maxsize=16)
@@ -549,13 +575,14 @@ def _ring(shape: tuple[int, int]) -> np.ndarray:
 
 
 def _median(values: np.ndarray) -> float:
-    """np.median's value, from a partial sort only (without its checks and copies)."""
-    flat = values.ravel()
-    half = flat.size // 2
-    ordered = np.partition(flat, half)
-    if flat.size % 2:
+    """np.median's value. A full sort of these few values (at most a few thousand) is quicker
+    than numpy's partial one, which slows to a crawl on the many equal values of a clean
+    background."""
+    ordered = np.sort(values, axis=None)
+    half = ordered.size // 2
+    if ordered.size % 2:
         return float(ordered[half])
-    return (float(ordered[:half].max()) + float(ordered[half])) / 2
+    return (float(ordered[half - 1]) + float(ordered[half])) / 2
 
 
 def _border(image: np.ndarray) -> np.ndarray:

@@ -6,8 +6,8 @@ callable on one worker thread, so the event loop never waits for the model longe
 the call to the thread and back would take.
 
 Adaptive by construction: a request that arrives while the worker is idle goes straight through
-as a batch of one, on the event loop itself when such a call has been measured to cost less than
-`inline_max_ms`. Requests that arrive while the worker is busy queue up and form the next batch
+as a batch of one, run by the caller itself on the event loop (no queue, no hand-over) when such
+a call has been measured to cost less than `inline_max_ms`. Requests that arrive while the worker is busy queue up and form the next batch
 (up to `max_batch_size`); when several are waiting but the batch is not full, it waits at most
 `batch_timeout_ms` for more. Every caller gets its own result or the batch's error; callers that
 gave up are skipped; a full queue is refused at once."""
@@ -67,6 +67,8 @@ class MicroBatcher(Generic[Item, Result]):
         self.inline_max_s = inline_max_ms / 1000
         # What a batch of one costs the model (a moving average, timed where it runs).
         self._single_cost_s = float("inf")
+        # No batch is being run (a lone item may then skip the queue).
+        self._idle = True
         self._name = name
         # Told the size and duration of every batch run, and the queue left behind it.
         self.on_batch = on_batch
@@ -104,8 +106,29 @@ class MicroBatcher(Generic[Item, Result]):
 
     async def submit(self, item: Item) -> Completed[Result]:
         """Queue one item and wait for its result (raises the batch's error on failure)."""
+        if self._idle and not self._queue and self._single_cost_s < self.inline_max_s:
+            # Nothing to batch it with and a model call cheaper than a trip through the queue
+            # and the batching task (two turns of the event loop): run it here and now.
+            return self._run_alone(item)
         [future] = self._enqueue([item])
         return await future
+
+    def _run_alone(self, item: Item) -> Completed[Result]:
+        if self._task is None:
+            raise NotReadyError("The model is not loaded yet.")
+        try:
+            [result], took_s = self._timed([item])
+        except Exception as error:
+            logger.exception("Batch of 1 failed")
+            raise _batch_failure(error) from None
+        self._learn_single_cost(took_s)
+        if self.on_batch is not None:
+            self.on_batch(1, took_s, 0)
+        return Completed(result, 0.0, took_s, 1)
+
+    def _learn_single_cost(self, took_s: float) -> None:
+        cost = self._single_cost_s
+        self._single_cost_s = took_s if cost == float("inf") else 0.9 * cost + 0.1 * took_s
 
     async def submit_many(self, items: Sequence[Item]) -> list[Completed[Result]]:
         """Queue several items at once, so they can share a batch, and wait for all of them."""
@@ -173,6 +196,13 @@ class MicroBatcher(Generic[Item, Result]):
         return results, time.perf_counter() - started
 
     async def _run_batch(self, batch: list[_Pending[Item, Result]]) -> None:
+        self._idle = False
+        try:
+            await self._run_batch_of(batch)
+        finally:
+            self._idle = True
+
+    async def _run_batch_of(self, batch: list[_Pending[Item, Result]]) -> None:
         assert self._executor is not None
         started = time.perf_counter()
         items = [pending.item for pending in batch]
@@ -184,8 +214,7 @@ class MicroBatcher(Generic[Item, Result]):
                     self._executor, self._timed, items
                 )
             if len(items) == 1:
-                cost = self._single_cost_s
-                self._single_cost_s = took_s if cost == float("inf") else 0.9 * cost + 0.1 * took_s
+                self._learn_single_cost(took_s)
             if len(results) != len(batch):
                 raise InferenceError(
                     f"predict_batch returned {len(results)} results for {len(batch)} items"
@@ -197,11 +226,7 @@ class MicroBatcher(Generic[Item, Result]):
             raise
         except Exception as error:
             logger.exception("Batch of %d failed", len(batch))
-            failure = (
-                error
-                if isinstance(error, InferenceError)
-                else InferenceError(f"The model failed on this batch: {type(error).__name__}")
-            )
+            failure = _batch_failure(error)
             for pending in batch:
                 if not pending.future.done():
                     pending.future.set_exception(failure)
@@ -214,3 +239,9 @@ class MicroBatcher(Generic[Item, Result]):
                 pending.future.set_result(
                     Completed(result, started - pending.enqueued_at, finished - started, len(batch))
                 )
+
+
+def _batch_failure(error: Exception) -> InferenceError:
+    if isinstance(error, InferenceError):
+        return error
+    return InferenceError(f"The model failed on this batch: {type(error).__name__}")

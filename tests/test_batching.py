@@ -84,6 +84,18 @@ async def test_a_lone_cheap_call_runs_on_the_event_loop_once_measured(inline_max
     assert all(thread != loop_thread for size, thread in recorder.threads if size > 1)
 
 
+async def test_a_lone_cheap_call_skips_the_queue_and_a_failure_still_reaches_its_caller():
+    recorder = Recorder()
+    async with make_batcher(recorder, inline_max_ms=50) as batcher:
+        await batcher.submit(1)  # Measured on the model thread first.
+        completed = await batcher.submit(2)
+        assert (completed.value, completed.batch_size, completed.queue_s) == (4, 1, 0.0)
+        recorder.fail_on = 3
+        with pytest.raises(InferenceError):
+            await batcher.submit(3)
+        assert (await batcher.submit(4)).value == 8
+
+
 async def test_requests_arriving_while_busy_form_one_batch():
     recorder = Recorder()
     async with make_batcher(recorder) as batcher:

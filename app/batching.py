@@ -7,10 +7,11 @@ the call to the thread and back would take.
 
 Adaptive by construction: a request that arrives while the worker is idle goes straight through
 as a batch of one, run by the caller itself on the event loop (no queue, no hand-over) when such
-a call has been measured to cost less than `inline_max_ms`. Requests that arrive while the worker is busy queue up and form the next batch
-(up to `max_batch_size`); when several are waiting but the batch is not full, it waits at most
-`batch_timeout_ms` for more. Every caller gets its own result or the batch's error; callers that
-gave up are skipped; a full queue is refused at once."""
+a call has been measured to cost less than `inline_max_ms`. Requests that arrive while the
+worker is busy queue up and form the next batch (up to `max_batch_size`); when several are
+waiting but the batch is not full, it waits at most `batch_timeout_ms` for more. Every caller
+gets its own result or the batch's error; callers that gave up are skipped; a full queue is
+refused at once."""
 
 from __future__ import annotations
 
@@ -104,14 +105,16 @@ class MicroBatcher(Generic[Item, Result]):
             self._executor.shutdown(wait=True)
             self._executor = None
 
-    async def submit(self, item: Item) -> Completed[Result]:
-        """Queue one item and wait for its result (raises the batch's error on failure)."""
+    async def submit(self, item: Item, timeout_s: float | None = None) -> Completed[Result]:
+        """Queue one item and wait for its result, at most `timeout_s` (then TimeoutError);
+        raises the batch's error on failure."""
         if self._idle and not self._queue and self._single_cost_s < self.inline_max_s:
             # Nothing to batch it with and a model call cheaper than a trip through the queue
             # and the batching task (two turns of the event loop): run it here and now.
             return self._run_alone(item)
         [future] = self._enqueue([item])
-        return await future
+        async with asyncio.timeout(timeout_s):
+            return await future
 
     def _run_alone(self, item: Item) -> Completed[Result]:
         if self._task is None:
@@ -130,11 +133,15 @@ class MicroBatcher(Generic[Item, Result]):
         cost = self._single_cost_s
         self._single_cost_s = took_s if cost == float("inf") else 0.9 * cost + 0.1 * took_s
 
-    async def submit_many(self, items: Sequence[Item]) -> list[Completed[Result]]:
-        """Queue several items at once, so they can share a batch, and wait for all of them."""
+    async def submit_many(
+        self, items: Sequence[Item], timeout_s: float | None = None
+    ) -> list[Completed[Result]]:
+        """Queue several items at once, so they can share a batch, and wait for all of them, at
+        most `timeout_s` (then TimeoutError)."""
         futures = self._enqueue(items)
         try:
-            return list(await asyncio.gather(*futures))
+            async with asyncio.timeout(timeout_s):
+                return list(await asyncio.gather(*futures))
         finally:
             for future in futures:  # One failed, or the caller gave up: skip the rest.
                 future.cancel()

@@ -6,9 +6,8 @@ Every protocol router calls `classify`, so they all share one batcher and one mo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -64,8 +63,11 @@ class InferenceService:
         preprocessed = await self._preprocess(data, model)
         decoded = time.perf_counter()
         metrics.DECODE_SECONDS.observe(decoded - started)
-        async with self._deadline():
-            completed = await self.batcher.submit((preprocessed.pixels, model))
+        try:
+            item = (preprocessed.pixels, model)
+            completed = await self.batcher.submit(item, self.request_timeout_s)
+        except TimeoutError:
+            raise self._timed_out() from None
         return _classified(preprocessed, completed, decoded - started)
 
     async def classify_images(
@@ -104,10 +106,12 @@ class InferenceService:
     async def _classify_all(
         self, preprocessed: list[Preprocessed], model: LoadedModel, decode_s: float
     ) -> list[Classified]:
-        async with self._deadline():
+        try:
             completed = await self.batcher.submit_many(
-                [(item.pixels, model) for item in preprocessed]
+                [(item.pixels, model) for item in preprocessed], self.request_timeout_s
             )
+        except TimeoutError:
+            raise self._timed_out() from None
         return [
             _classified(item, result, decode_s)
             for item, result in zip(preprocessed, completed, strict=True)
@@ -122,15 +126,10 @@ class InferenceService:
             self.preprocess_pool, preprocess_image, opened, profile
         )
 
-    @contextlib.asynccontextmanager
-    async def _deadline(self) -> AsyncIterator[None]:
-        try:
-            async with asyncio.timeout(self.request_timeout_s):
-                yield
-        except TimeoutError:
-            raise InferenceTimeoutError(
-                f"No result within {self.request_timeout_s:g} s: the service is overloaded."
-            ) from None
+    def _timed_out(self) -> InferenceTimeoutError:
+        return InferenceTimeoutError(
+            f"No result within {self.request_timeout_s:g} s: the service is overloaded."
+        )
 
 
 def _classified(

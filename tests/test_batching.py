@@ -96,6 +96,22 @@ async def test_a_lone_cheap_call_skips_the_queue_and_a_failure_still_reaches_its
         assert (await batcher.submit(4)).value == 8
 
 
+async def test_a_caller_waits_at_most_its_timeout_and_the_batcher_goes_on():
+    recorder = Recorder()
+    async with make_batcher(recorder) as batcher:
+        recorder.release.clear()  # The model is stuck on the first batch.
+        first = asyncio.ensure_future(batcher.submit(1))
+        await asyncio.sleep(0.05)
+        with pytest.raises(TimeoutError):
+            await batcher.submit(2, timeout_s=0.05)
+        with pytest.raises(TimeoutError):
+            await batcher.submit_many([3, 4], timeout_s=0.05)
+        recorder.release.set()
+        assert (await first).value == 2
+        assert (await batcher.submit(5, timeout_s=5)).value == 10
+    assert recorder.batches == [[1], [5]]  # Those who gave up were skipped.
+
+
 async def test_requests_arriving_while_busy_form_one_batch():
     recorder = Recorder()
     async with make_batcher(recorder) as batcher:

@@ -40,7 +40,7 @@ def test_an_empty_file_is_kept():
         (
             b"--b\r\nContent-Type: image/png\r\n\r\nx\r\n--b--\r\n",
             "multipart/form-data; boundary=b",
-            "no Content-Disposition name",
+            "Content-Disposition",
         ),
         (b"garbage without any boundary", "multipart/form-data; boundary=b", "malformed"),
     ],

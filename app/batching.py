@@ -68,7 +68,7 @@ class MicroBatcher(Generic[Item, Result]):
         self.inline_max_s = inline_max_ms / 1000
         # What a batch of one costs the model (a moving average, timed where it runs).
         self._single_cost_s = float("inf")
-        # No batch is being run (a lone item may then skip the queue).
+        # No batch is being formed or run (a lone item may then skip the queue).
         self._idle = True
         self._name = name
         # Told the size and duration of every batch run, and the queue left behind it.
@@ -168,10 +168,16 @@ class MicroBatcher(Generic[Item, Result]):
                 self._arrival.clear()
                 await self._arrival.wait()
             batch = self._take_batch()
-            if 1 < len(batch) < self.max_batch_size and self.batch_timeout_s > 0:
-                await self._fill(batch)
-            if batch:
-                await self._run_batch(batch)
+            # From the moment a batch is taken until it is answered, a lone item must queue to
+            # join the next one (or this one, while it waits for stragglers).
+            self._idle = False
+            try:
+                if 1 < len(batch) < self.max_batch_size and self.batch_timeout_s > 0:
+                    await self._fill(batch)
+                if batch:
+                    await self._run_batch(batch)
+            finally:
+                self._idle = True
 
     def _take_batch(
         self, batch: list[_Pending[Item, Result]] | None = None
@@ -203,13 +209,6 @@ class MicroBatcher(Generic[Item, Result]):
         return results, time.perf_counter() - started
 
     async def _run_batch(self, batch: list[_Pending[Item, Result]]) -> None:
-        self._idle = False
-        try:
-            await self._run_batch_of(batch)
-        finally:
-            self._idle = True
-
-    async def _run_batch_of(self, batch: list[_Pending[Item, Result]]) -> None:
         assert self._executor is not None
         started = time.perf_counter()
         items = [pending.item for pending in batch]

@@ -155,6 +155,23 @@ async def test_timeout_waits_for_stragglers_under_load():
     assert recorder.batches == [[0], [1, 2, 3]]
 
 
+async def test_a_cheap_lone_straggler_joins_the_batch_held_open_rather_than_run_alone():
+    recorder = Recorder()
+    async with make_batcher(recorder, batch_timeout_ms=200, inline_max_ms=50) as batcher:
+        await batcher.submit(9)  # Measured cheap: lone items may now run on the caller.
+        recorder.release.clear()
+        full = list(range(10, 18))  # A full batch goes straight to the model thread.
+        busy = asyncio.create_task(batcher.submit_many(full))
+        await asyncio.sleep(0.05)
+        early = [asyncio.create_task(batcher.submit(i)) for i in (1, 2)]
+        await asyncio.sleep(0.05)
+        recorder.release.set()  # Two are waiting: the batcher holds the batch open...
+        await asyncio.sleep(0.05)
+        late = asyncio.create_task(batcher.submit(3))  # ...so this one joins it.
+        await asyncio.gather(busy, *early, late)
+    assert recorder.batches == [[9], full, [1, 2, 3]]
+
+
 async def test_full_batch_is_sent_without_waiting_for_the_timeout():
     recorder = Recorder()
     async with make_batcher(recorder, max_batch_size=3, batch_timeout_ms=5000) as batcher:

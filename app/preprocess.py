@@ -252,7 +252,7 @@ def _isolate_glyph(gray: np.ndarray) -> tuple[np.ndarray, Box] | None:
     is_kept = np.zeros(count, dtype=np.uint8)
     is_kept[[index for _, _, index in kept]] = 1
     # The strokes' anti-aliased edges are fainter than FAINT_INK: keep a pixel's rim too.
-    glyph_mask = cv2.dilate(is_kept[labels[rows, columns]], _SQUARE_3)
+    glyph_mask = _dilated(is_kept[labels[rows, columns]], _SQUARE_3)
     glyph = flattened[rows, columns] - noise_floor
     glyph *= glyph_mask
     glyph *= 255 / (ink_level - noise_floor)

@@ -13,7 +13,7 @@ BENCH_ARGS ?=
 
 .PHONY: install run test lint format train evaluate bench lock clean
 
-$(STAMP): pyproject.toml requirements-dev.lock
+$(STAMP): pyproject.toml requirements-dev.lock requirements-no-deps.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 ifeq ($(LOCKED),True)
@@ -22,6 +22,8 @@ ifeq ($(LOCKED),True)
 else
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 endif
+	# tensorflow-serving-api asks for the full tensorflow package; tensorflow-cpu serves it.
+	$(BIN)/python -m pip install --quiet --no-deps --require-hashes -r requirements-no-deps.lock
 	touch $(STAMP)
 
 install: $(STAMP)

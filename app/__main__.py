@@ -97,18 +97,21 @@ def preflight(settings: Settings) -> None:
         raise ModelLoadError("; ".join(problems))
 
 
-def serve_with_workers(config: uvicorn.Config) -> None:
+def serve_with_workers(config: uvicorn.Config, grpc_port: int) -> None:
     """uvicorn's supervisor (restarts, SIGHUP, shutdown) over the workers, each on a socket of
     its own where the platform has SO_REUSEPORT, else all on the supervisor's one."""
     if not listening.supported():
         Multiprocess(config, sockets=[config.bind_socket()]).run()
         return
-    try:
-        reserved = listening.reserve_port(config.host, config.port)
-    except OSError as error:
-        logger.critical("Cannot listen on %s:%d: %s", config.host, config.port, error)
-        sys.exit(STARTUP_FAILURE)
-    with reserved:
+    # The gRPC port too: its workers bind it with SO_REUSEPORT themselves (gRPC's default).
+    ports = [port for port in (config.port, grpc_port) if port]
+    with contextlib.ExitStack() as reserved:
+        for port in ports:
+            try:
+                reserved.enter_context(listening.reserve_port(config.host, port))
+            except OSError as error:
+                logger.critical("Cannot listen on %s:%d: %s", config.host, port, error)
+                sys.exit(STARTUP_FAILURE)
         stand_in = listening.PerWorkerSocket(config.host, config.port)
         Multiprocess(config, sockets=[cast(socket.socket, stand_in)]).run()
 
@@ -139,7 +142,7 @@ def main() -> None:
     )
     try:
         if settings.workers > 1:
-            serve_with_workers(config)
+            serve_with_workers(config, settings.grpc_port)
         else:
             server = uvicorn.Server(config)
             server.run()

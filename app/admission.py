@@ -46,13 +46,12 @@ MIN_IN_FLIGHT = 8
 SMALL_BODY_BYTES = 16 * 1024
 
 
-class AdmissionControl:
-    def __init__(
-        self, app: ASGIApp, *, budget_s: float, applies_to: Callable[[Scope], bool]
-    ) -> None:
-        self.app = app
+class Admission:
+    """The policy and what it has learnt, for one worker: shared by the HTTP middleware below
+    and the gRPC server, so both protocols queue for the same slots."""
+
+    def __init__(self, budget_s: float) -> None:
         self.budget_s = budget_s
-        self.applies_to = applies_to
         self.in_flight = 0
         # Requests waiting for a slot, oldest first; a finishing request hands its slot on.
         self._waiting: deque[asyncio.Future[None]] = deque()
@@ -60,24 +59,12 @@ class AdmissionControl:
         self._window_started = time.monotonic()
         self._window_completed = 0
         self._window_min_in_flight = 0
-        # Built once: a flood brings thousands of refusals a second.
-        message = (
+        self.refusal_message = (
             f"The service is at capacity (a new request would wait over "
             f"{budget_s * 1000:g} ms); retry shortly."
         )
         # Come back after about a budget: by then what was in flight has been answered.
-        retry_after = {"Retry-After": str(max(1, math.ceil(budget_s)))}
-        self._refusals = {
-            (protocol, close): uncounted_error_response(
-                "/v2/" if protocol else "/predict",
-                OverloadedError.status_code,
-                OverloadedError.code,
-                message,
-                {**retry_after, "Connection": "close"} if close else retry_after,
-            )
-            for protocol in (False, True)
-            for close in (False, True)
-        }
+        self.retry_after_s = max(1, math.ceil(budget_s))
         self._shed_counter = metrics.REJECTED.labels(OverloadedError.code)
 
     @property
@@ -86,26 +73,18 @@ class AdmissionControl:
             return float("inf")
         return max(MIN_IN_FLIGHT, self.capacity_per_s * self.budget_s)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.applies_to(scope):
-            await self.app(scope, receive, send)
-            return
+    def enter_now(self) -> bool:
+        """Takes a slot if one is free and nobody is waiting for one."""
         while self._waiting and self._waiting[0].done():
             self._waiting.popleft()  # Gave up waiting.
         if self.in_flight < self.limit and not self._waiting:
             self.in_flight += 1
-        elif not await self._slot_within_budget():
-            self._shed_counter.inc()
-            refusal = self._refusals[is_protocol_path(scope["path"]), _large_body(scope)]
-            await refusal(scope, receive, send)
-            return
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self._release()
+            return True
+        return False
 
-    async def _slot_within_budget(self) -> bool:
-        """Waits for a finishing request to hand over its slot; False after the budget."""
+    async def enter_within_budget(self) -> bool:
+        """Waits for a finishing request to hand over its slot; False (counted as shed) after
+        the budget."""
         slot: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append(slot)
         try:
@@ -116,12 +95,15 @@ class AdmissionControl:
             # Cancelled while waiting (the client went away): a slot handed over meanwhile
             # goes on to the next in line.
             if not slot.cancel():
-                self._release()
+                self.leave()
             raise
-        # Cancelling succeeds only if nobody handed a slot over in time; `_release` skips it.
-        return not slot.cancel()
+        # Cancelling succeeds only if nobody handed a slot over in time; `leave` skips it.
+        if slot.cancel():
+            self._shed_counter.inc()
+            return False
+        return True
 
-    def _release(self) -> None:
+    def leave(self) -> None:
         self.in_flight -= 1
         if self.in_flight < self.limit:
             while self._waiting:
@@ -145,6 +127,44 @@ class AdmissionControl:
         self._window_started = now
         self._window_completed = 0
         self._window_min_in_flight = self.in_flight
+
+
+class AdmissionControl:
+    """The HTTP side: inference requests take a slot before their body is read."""
+
+    def __init__(
+        self, app: ASGIApp, *, admission: Admission, applies_to: Callable[[Scope], bool]
+    ) -> None:
+        self.app = app
+        self.admission = admission
+        self.applies_to = applies_to
+        # Built once: a flood brings thousands of refusals a second.
+        retry_after = {"Retry-After": str(admission.retry_after_s)}
+        self._refusals = {
+            (protocol, close): uncounted_error_response(
+                "/v2/" if protocol else "/predict",
+                OverloadedError.status_code,
+                OverloadedError.code,
+                admission.refusal_message,
+                {**retry_after, "Connection": "close"} if close else retry_after,
+            )
+            for protocol in (False, True)
+            for close in (False, True)
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.applies_to(scope):
+            await self.app(scope, receive, send)
+            return
+        admission = self.admission
+        if not (admission.enter_now() or await admission.enter_within_budget()):
+            refusal = self._refusals[is_protocol_path(scope["path"]), _large_body(scope)]
+            await refusal(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            admission.leave()
 
 
 def _large_body(scope: Scope) -> bool:

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    # TensorFlow Serving's and KServe v2's gRPC APIs, on `host` too (TF Serving's own default
+    # port); 0 turns the gRPC server off.
+    grpc_port: int = Field(8500, ge=0, le=65535)
     # Worker processes, each with its own event loop and model: the event loop, not the model,
     # is the bottleneck, so about one per core (the README's benchmark compares 1 and 2).
     workers: int = Field(2, ge=1, le=32)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.admission import Admission
 from app.config import Settings
 from app.errors import NotReadyError
 from app.inference import InferenceService
@@ -22,12 +23,17 @@ class Services:
     # Whether SIGTERM came: readiness then says 503 so load balancers stop sending, while the
     # requests that still arrive are served.
     traffic: Traffic
+    # Admission control's slots, shared by HTTP and gRPC (None when it is turned off).
+    admission: Admission | None = None
     ready: bool = False
 
 
 def ready_services(request: Request) -> Services:
     """The services once the model is warm; routes that take the Request call it directly."""
-    services: Services | None = getattr(request.state, "services", None)
+    return checked_ready(getattr(request.state, "services", None))
+
+
+def checked_ready(services: Services | None) -> Services:
     if services is None:
         raise NotReadyError("The model is not loaded yet.")
     if not services.ready:

@@ -19,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from app import metrics
-from app.admission import AdmissionControl
+from app.admission import Admission, AdmissionControl
 from app.batching import MicroBatcher
 from app.config import Settings
 from app.dependencies import Services
@@ -28,9 +28,11 @@ from app.inference import InferenceService, ModelOutput
 from app.model_format import ModelLoadError
 from app.models import ModelRegistry, Work
 from app.observability import Observability, Traffic
+from app.protocols import SERVER_VERSION
 from app.reloader import Reloader
 from app.routes import health, kserve, model, page, predict, repository, tfserving
 from app.routes import metrics as metrics_route
+from app.rpc.server import grpc_serving
 from app.uploads import BodyLimits
 
 logger = logging.getLogger(__name__)
@@ -112,6 +114,8 @@ def _draining_on_sigterm(traffic: Traffic, grace_s: float) -> Iterator[None]:
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
         traffic.draining = True
+        for listener in traffic.on_drain:
+            loop.call_soon_threadsafe(listener)
         logger.info("SIGTERM: not ready; shutting down in %g s", grace_s)
         loop.call_soon_threadsafe(loop.call_later, grace_s, uvicorn_handler, signum, frame)
 
@@ -125,6 +129,8 @@ def _draining_on_sigterm(traffic: Traffic, grace_s: float) -> Iterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     traffic = Traffic()
+    budget_s = settings.overload_budget_ms / 1000
+    admission = Admission(budget_s) if budget_s else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Services]]:
@@ -158,13 +164,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 # frees, so frequent young collections are mostly wasted work.
                 gc.freeze()
                 gc.set_threshold(YOUNG_GC_THRESHOLD, *gc.get_threshold()[1:])
-                services = Services(settings, inference, reloader, traffic, ready=True)
+                services = Services(
+                    settings, inference, reloader, traffic, admission=admission, ready=True
+                )
                 with (
                     _draining_on_sigterm(traffic, settings.shutdown_grace_s),
                     _sampling_in_flight(traffic),
                 ):
-                    yield {"services": services}
-                services.ready = False
+                    async with grpc_serving(services):
+                        yield {"services": services}
+                        services.ready = False
 
     def body_limit(path: str) -> int:
         # Several images per request: the batch endpoint and both inference protocols.
@@ -175,7 +184,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="cnn-serve",
         summary="A small image classifier behind a fast, hardened HTTP API.",
-        version="0.1.0",
+        version=SERVER_VERSION,
         lifespan=lifespan,
     )
 
@@ -185,12 +194,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             (predict.PREDICT_PATH, *PROTOCOL_PATHS)
         )
 
-    if settings.overload_budget_ms:
-        app.add_middleware(
-            AdmissionControl,
-            budget_s=settings.overload_budget_ms / 1000,
-            applies_to=is_inference,
-        )
+    if admission is not None:
+        app.add_middleware(AdmissionControl, admission=admission, applies_to=is_inference)
     if settings.cors_allow_origins:
         app.add_middleware(
             CORSMiddleware,

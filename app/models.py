@@ -179,6 +179,18 @@ class ModelRegistry:
             raise ModelNotFoundError(f"Servable not found for request: Specific({name}, {version})")
         return self.served[version]
 
+    def version_statuses(
+        self, name: str, version: int | None = None, label: str | None = None
+    ) -> list[tuple[int, VersionStatus]]:
+        """Every version seen, newest first, or the served one a request names (TensorFlow
+        Serving's GetModelStatus)."""
+        if name != self.name:
+            raise ModelNotFoundError(f"Servable not found for request: Latest({name})")
+        numbers = sorted(self.statuses, reverse=True)
+        if version is not None or label is not None:
+            numbers = [self.resolve(name, version, label).version]
+        return [(number, self.statuses[number]) for number in numbers]
+
     def predict_batch(self, work: Sequence[Work]) -> list[tuple[LoadedModel, np.ndarray]]:
         """Each image through the version it was queued for; one model call per version."""
         results: list[tuple[LoadedModel, np.ndarray] | None] = [None] * len(work)

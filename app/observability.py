@@ -13,6 +13,7 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import ClientDisconnect
@@ -25,7 +26,7 @@ MODEL_VERSION_HEADER = "X-Model-Version"
 # What nginx logs for a client that closed its connection before the answer; never sent.
 CLIENT_CLOSED_REQUEST = 499
 # A client's own id is used when it is short and plain; anything else is replaced.
-_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _PROTOCOLS = (("/v1/", "tfserving"), ("/v2", "kserve"), ("/predict", "cnn-serve"))
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -45,10 +46,13 @@ def protocol_of(path: str) -> str:
 
 class Traffic:
     """Shared by the middleware and the lifespan: requests in flight (sampled into the metrics),
-    and whether SIGTERM came (clients are then told not to reuse their connections)."""
+    and whether SIGTERM came (clients are then told not to reuse their connections, and the
+    `on_drain` callbacks run on the event loop: the gRPC health service turns NOT_SERVING)."""
 
-    in_flight = 0
-    draining = False
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.draining = False
+        self.on_drain: list[Callable[[], object]] = []
 
 
 class Observability:
@@ -74,7 +78,7 @@ class Observability:
             return
         started = time.perf_counter()
         given = _header(scope, b"x-request-id")
-        if given is None or not _VALID_REQUEST_ID.fullmatch(given):
+        if given is None or not VALID_REQUEST_ID.fullmatch(given):
             given = f"{self._id_prefix}-{next(self._ids):x}"
         rid = given
         token = request_id.set(rid)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import struct
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from app.errors import InvalidArgumentError
+from app.errors import InvalidArgumentError, MalformedRequestError
 from app.model_format import INPUT_SHAPE, INPUT_SIDE
 
 # An instance of the model input may be given as 28x28, 28x28x1 or 784 numbers.
@@ -40,6 +41,33 @@ def model_inputs(values: Any, *, what: str) -> np.ndarray:
     if not np.isfinite(array).all():
         raise InvalidArgumentError(f"{what} holds a value that is not a finite number.")
     return array.reshape(len(array), INPUT_SIDE, INPUT_SIDE)
+
+
+def instance_count(shape: Any, limit: int, *, what: str) -> int:
+    """N of a tensor shaped [N, ...], within the per-request limit."""
+    if not isinstance(shape, list) or not shape or not all(isinstance(d, int) for d in shape):
+        raise InvalidArgumentError(f"{what} needs a shape: a list of whole numbers.")
+    count = int(shape[0])
+    if not 1 <= count <= limit:
+        raise MalformedRequestError(f"{what} has {count} instances; the limit is {limit}.")
+    return count
+
+
+def shaped_inputs(flat: np.ndarray, shape: list[int], *, what: str) -> np.ndarray:
+    """(N, 28, 28) model inputs from a tensor's values in order and its shape."""
+    if flat.size != math.prod(shape):
+        raise InvalidArgumentError(
+            f"{what} holds {flat.size} values; its shape {shape} needs {math.prod(shape)}."
+        )
+    return model_inputs(flat.reshape(shape), what=what)
+
+
+def images_count_checked(images: Sequence[Any], shape: list[int], *, what: str) -> None:
+    """A tensor of N encoded images is shaped [N] or [N, 1]."""
+    if math.prod(shape) != shape[0]:
+        raise InvalidArgumentError(f"{what}: a tensor of images is shaped [N] or [N, 1].")
+    if len(images) != shape[0]:
+        raise InvalidArgumentError(f"{what} holds {len(images)} elements; shape says {shape[0]}.")
 
 
 def from_base64(text: Any, *, what: str) -> bytes:
@@ -73,6 +101,17 @@ def split_bytes_elements(buffer: bytes, count: int, *, what: str) -> list[bytes]
 
 def join_bytes_elements(elements: Sequence[bytes]) -> bytes:
     return b"".join(_LENGTH_PREFIX.pack(len(element)) + element for element in elements)
+
+
+def classification_strings(
+    probabilities: np.ndarray, labels: Sequence[str], count: int
+) -> list[str]:
+    """Triton's classification output: per row, the `count` best as "score:index:label"."""
+    return [
+        f"{score:f}:{index}:{label}"
+        for row in top_classes(probabilities, labels, count)
+        for score, index, label in row
+    ]
 
 
 def top_classes(

@@ -7,6 +7,9 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The suite starts many servers, in-process and as processes: none of them takes the gRPC port
+# unless its test asks for one (tests/server.py's `grpc_port`).
+os.environ["CNN_SERVE_GRPC_PORT"] = "0"
 
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

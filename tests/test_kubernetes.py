@@ -91,8 +91,13 @@ def test_probes_and_ports_exist_in_the_app(manifests: dict[str, Manifest]):
     ports = {port["name"]: port["containerPort"] for port in serving["ports"]}
     settings = settings_of(manifests)
     dockerfile = (REPO / "Dockerfile").read_text()
-    image_port = int(re.search(r"CNN_SERVE_PORT=(\d+)", dockerfile).group(1))  # type: ignore[union-attr]
-    assert ports == {"http": image_port}
+    image_port, image_grpc_port = (
+        int(re.search(rf"CNN_SERVE_{name}=(\d+)", dockerfile).group(1))  # type: ignore[union-attr]
+        for name in ("PORT", "GRPC_PORT")
+    )
+    assert ports == {"http": image_port, "grpc": image_grpc_port}
+    targets = {port["name"]: port["targetPort"] for port in manifests["Service"]["spec"]["ports"]}
+    assert targets == {"http": "http", "grpc": "grpc"}
     assert "CNN_SERVE_PORT" not in manifests["ConfigMap"]["data"] or settings.port == image_port
     routes = set(create_app(settings).openapi()["paths"])
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.imaging import encode, paper_photo, png
-from tests.server import running_server
+from tests.server import free_port, running_server
 
 pytestmark = pytest.mark.slow
 
@@ -65,24 +65,31 @@ def workdir(tmp_path_factory: pytest.TempPathFactory, digits) -> Path:
 
 
 @pytest.fixture(scope="module")
-def address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with running_server(tmp_path_factory.mktemp("server") / "server.log") as url:
-        yield url.removeprefix("http://")
+def addresses(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """host:port of REST and of gRPC."""
+    grpc_port = free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    with running_server(log, grpc_port=str(grpc_port)) as url:
+        yield url.removeprefix("http://"), f"127.0.0.1:{grpc_port}"
 
 
 def test_the_readme_has_snippets_for_every_client():
     kinds = [code for _, code in SNIPPETS]
     assert any("/v1/models/mnist:predict" in code for code in kinds)
     assert any("/v2/models/mnist/infer" in code for code in kinds)
-    assert any("tritonclient" in code for code in kinds)
+    assert any("tritonclient.http" in code for code in kinds)
+    assert any("tritonclient.grpc" in code for code in kinds)
+    assert any("PredictionServiceStub" in code for code in kinds)
+    assert any("grpc_health" in code for code in kinds)
     assert any("httpx" in code for code in kinds)
 
 
 @pytest.mark.parametrize(
     ("language", "code"), SNIPPETS, ids=[f"{i}-{lang}" for i, (lang, _) in enumerate(SNIPPETS)]
 )
-def test_snippet_runs(language: str, code: str, workdir: Path, address: str):
-    code = code.replace("localhost:8000", address)
+def test_snippet_runs(language: str, code: str, workdir: Path, addresses: tuple[str, str]):
+    address, grpc_address = addresses
+    code = code.replace("localhost:8000", address).replace("localhost:8500", grpc_address)
     if code.startswith("cnn-serve"):  # The console script, as `make install` puts it in .venv/bin.
         code = (
             f"CNN_SERVE_URL=http://{address} {shlex.quote(sys.executable)} -m cnn_serve"

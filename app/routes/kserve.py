@@ -11,7 +11,6 @@ probabilities, or with `"classification": k` the k best classes as "score:index:
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,23 +19,23 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
 from app.dependencies import Services, accepting_traffic, ready_services
-from app.errors import InvalidArgumentError, MalformedRequestError, ModelNotFoundError
+from app.errors import InvalidArgumentError, ModelNotFoundError
 from app.model_format import INPUT_SHAPE
 from app.models import LoadedModel, ModelRegistry
+from app.protocols import EXTENSIONS, PLATFORM, SERVER_NAME
 from app.routes.direct import DirectRoute
 from app.routes.openapi import path_parameters, protocol_error_responses
 from app.tensors import (
+    classification_strings,
     from_base64,
+    images_count_checked,
+    instance_count,
     join_bytes_elements,
-    model_inputs,
+    shaped_inputs,
     split_bytes_elements,
-    top_classes,
 )
 
-SERVER_NAME = "cnn-serve"
-EXTENSIONS = ["binary_tensor_data", "classification", "model_repository"]
 HEADER_LENGTH = "inference-header-content-length"
-PLATFORM = "tensorflow_savedmodel"
 
 router = APIRouter(tags=["KServe v2 / Open Inference Protocol"], route_class=DirectRoute)
 _MODEL_PATHS = ("/v2/models/{model_name}", "/v2/models/{model_name}/versions/{model_version}")
@@ -151,24 +150,20 @@ def _read_input(
     tensor: dict[str, Any], binary: bytes, model: LoadedModel, services: Services
 ) -> tuple[np.ndarray | list[bytes], int]:
     """(N, 28, 28) model inputs from FP32, or N encoded images from BYTES; and N."""
-    name, datatype, shape = tensor.get("name"), tensor.get("datatype"), tensor.get("shape")
+    name, datatype = tensor.get("name"), tensor.get("datatype")
+    shape: Any = tensor.get("shape")
     if name != model.signature.input_name:
         raise InvalidArgumentError(
             f"Unexpected inference input '{name}' for model '{model.name}': its input is "
             f"'{model.signature.input_name}'."
         )
-    if not isinstance(shape, list) or not shape or not all(isinstance(d, int) for d in shape):
-        raise InvalidArgumentError(f"Input '{name}' needs a shape: a list of whole numbers.")
-    count = shape[0]
-    limit = services.settings.max_batch_files
-    if not 1 <= count <= limit:
-        raise MalformedRequestError(f"Input '{name}' has {count} instances; the limit is {limit}.")
+    what = f"Input '{name}'"
+    count = instance_count(shape, services.settings.max_batch_files, what=what)
     binary_size = _parameters(tensor, f"Input '{name}'").get("binary_data_size")
     if binary_size is not None and (not isinstance(binary_size, int) or binary_size != len(binary)):
         raise InvalidArgumentError(
             f"Input '{name}' declares {binary_size} bytes of binary data; {len(binary)} follow."
         )
-    what = f"Input '{name}'"
     if datatype == "FP32":
         if binary_size is not None:
             if len(binary) % 4:
@@ -179,24 +174,15 @@ def _read_input(
                 flat = np.asarray(_data(tensor), dtype=np.float32).ravel()
             except (ValueError, TypeError):
                 raise InvalidArgumentError(f"{what}: FP32 data must be numbers.") from None
-        if flat.size != math.prod(shape):
-            raise InvalidArgumentError(
-                f"{what} holds {flat.size} values; its shape {shape} needs {math.prod(shape)}."
-            )
-        return model_inputs(flat.reshape(shape), what=what), count
+        return shaped_inputs(flat, shape, what=what), count
     if datatype == "BYTES":
-        if math.prod(shape) != count:
-            raise InvalidArgumentError(f"{what}: a BYTES input of images is shaped [N] or [N, 1].")
         if binary_size is not None:
-            return split_bytes_elements(binary, count, what=what), count
-        elements = np.asarray(_data(tensor), dtype=object).ravel()
-        if len(elements) != count:
-            raise InvalidArgumentError(
-                f"{what} holds {len(elements)} elements; shape says {count}."
-            )
-        return [
-            from_base64(element, what=f"{what}[{i}]") for i, element in enumerate(elements)
-        ], count
+            images = split_bytes_elements(binary, count, what=what)
+        else:
+            elements = np.asarray(_data(tensor), dtype=object).ravel()
+            images = [from_base64(item, what=f"{what}[{i}]") for i, item in enumerate(elements)]
+        images_count_checked(images, shape, what=what)
+        return images, count
     raise InvalidArgumentError(
         f"{what} has datatype {datatype!r}: send FP32 model inputs or BYTES encoded images."
     )
@@ -254,10 +240,7 @@ def _response(
     for output in requested:
         tensor: dict[str, Any] = {"name": output.name}
         if output.classification:
-            classes = top_classes(probabilities, model.labels, output.classification)
-            strings = [
-                f"{score:f}:{index}:{label}" for row in classes for score, index, label in row
-            ]
+            strings = classification_strings(probabilities, model.labels, output.classification)
             tensor |= {"datatype": "BYTES", "shape": [count, output.classification]}
             if output.binary:
                 blobs.append(join_bytes_elements([text.encode() for text in strings]))

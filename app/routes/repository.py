@@ -15,18 +15,11 @@ from starlette.responses import JSONResponse, Response
 
 from app.dependencies import ready_services
 from app.errors import InvalidArgumentError, ModelNotFoundError
-from app.models import VersionState
+from app.protocols import REPOSITORY_STATES
 from app.routes.direct import DirectRoute
 from app.routes.openapi import path_parameters, protocol_error_responses
 
 router = APIRouter(tags=["KServe v2 / Open Inference Protocol"], route_class=DirectRoute)
-
-# Triton's words for the states.
-_STATES = {
-    VersionState.AVAILABLE: "READY",
-    VersionState.LOADING: "LOADING",
-    VersionState.END: "UNAVAILABLE",
-}
 
 
 async def index(request: Request) -> Response:
@@ -36,7 +29,7 @@ async def index(request: Request) -> Response:
             {
                 "name": registry.name,
                 "version": str(number),
-                "state": _STATES[status.state],
+                "state": REPOSITORY_STATES[status.state],
                 "reason": status.error_message,
             }
             for number, status in sorted(registry.statuses.items())

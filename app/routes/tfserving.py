@@ -19,7 +19,7 @@ from starlette.convertors import Convertor, register_url_convertor
 from starlette.responses import JSONResponse, Response
 
 from app.dependencies import Services, ready_services
-from app.errors import InvalidArgumentError, MalformedRequestError, ModelNotFoundError
+from app.errors import InvalidArgumentError, MalformedRequestError
 from app.inference import Classified
 from app.model_format import INPUT_SHAPE, SIGNATURE_NAME
 from app.models import LoadedModel
@@ -176,34 +176,23 @@ async def regress(request: Request) -> Response:
 async def status(request: Request) -> Response:
     """Every version's state, or the one asked for (TensorFlow Serving's GetModelStatus): a
     version that failed to load is END with its error."""
-    services = ready_services(request)
-    registry = services.inference.registry
+    registry = ready_services(request).inference.registry
     parameters = request.path_params
-    if parameters["model_name"] != registry.name:
-        raise ModelNotFoundError(
-            f"Servable not found for request: Latest({parameters['model_name']})"
-        )
-    numbers = sorted(registry.statuses, reverse=True)
-    if "version" in parameters or "label" in parameters:
-        numbers = [
-            registry.resolve(
-                registry.name, parameters.get("version"), parameters.get("label")
-            ).version
-        ]
+    statuses = registry.version_statuses(
+        parameters["model_name"], parameters.get("version"), parameters.get("label")
+    )
     return JSONResponse(
         {
             "model_version_status": [
                 {
                     "version": str(number),
-                    "state": registry.statuses[number].state.value,
+                    "state": status.state.value,
                     "status": {
-                        "error_code": "UNKNOWN"
-                        if registry.statuses[number].error_message
-                        else "OK",
-                        "error_message": registry.statuses[number].error_message,
+                        "error_code": "UNKNOWN" if status.error_message else "OK",
+                        "error_message": status.error_message,
                     },
                 }
-                for number in numbers
+                for number, status in statuses
             ]
         }
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.admission import MIN_IN_FLIGHT, AdmissionControl
+from app.admission import MIN_IN_FLIGHT, Admission, AdmissionControl
 from bench.__main__ import probed, run_wrk
 from bench.payloads import Request, load_payloads, requests
 from tests.imaging import png
@@ -56,16 +56,17 @@ async def call(
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_admission_learns_capacity_then_refuses_within_the_budget(anyio_backend):
     budget_s = 0.1
+    admission = Admission(budget_s)
     app = AdmissionControl(
         stand_in(asyncio.Lock()),
-        budget_s=budget_s,
+        admission=admission,
         applies_to=lambda scope: scope["path"] == "/predict",
     )
     # Until the capacity is known nothing is refused, however many arrive.
     first = await asyncio.gather(*(call(app) for _ in range(40)))
     assert {status for status, _, _ in first} == {200}
-    assert app.capacity_per_s == pytest.approx(1 / SERVICE_TIME_S, rel=0.3)
-    limit = max(MIN_IN_FLIGHT, app.capacity_per_s * budget_s)
+    assert admission.capacity_per_s == pytest.approx(1 / SERVICE_TIME_S, rel=0.3)
+    limit = max(MIN_IN_FLIGHT, admission.capacity_per_s * budget_s)
     # Now a flood: the worker keeps `limit` in flight; the next wait for a slot, and those no
     # slot freed up for within the budget are refused then, not later.
     flood = await asyncio.gather(*(call(app) for _ in range(60)))
@@ -93,7 +94,7 @@ async def test_admission_learns_capacity_then_refuses_within_the_budget(anyio_ba
     assert (chunked[0], chunked[1]["connection"]) == (503, "close")
     assert small[0] == 503
     assert "connection" not in small[1]
-    assert app.in_flight == 0  # Every slot came back.
+    assert admission.in_flight == 0  # Every slot came back.
     # Requests outside the inference paths are never shed.
     statuses = await asyncio.gather(*(call(app, "/health/live") for _ in range(30)))
     assert {status for status, _, _ in statuses} == {200}
@@ -103,17 +104,18 @@ async def test_admission_learns_capacity_then_refuses_within_the_budget(anyio_ba
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_a_request_that_goes_away_while_waiting_passes_its_slot_on(anyio_backend):
     lock = asyncio.Lock()
-    app = AdmissionControl(stand_in(lock), budget_s=1.0, applies_to=lambda scope: True)
-    app.capacity_per_s = MIN_IN_FLIGHT  # Learnt: a limit of MIN_IN_FLIGHT.
+    admission = Admission(budget_s=1.0)
+    app = AdmissionControl(stand_in(lock), admission=admission, applies_to=lambda scope: True)
+    admission.capacity_per_s = MIN_IN_FLIGHT  # Learnt: a limit of MIN_IN_FLIGHT.
     async with lock:  # The worker is stuck until the waiters are in line.
         admitted = [asyncio.ensure_future(call(app)) for _ in range(MIN_IN_FLIGHT)]
         waiting = [asyncio.ensure_future(call(app)) for _ in range(3)]
         await asyncio.sleep(0.01)
-        assert app.in_flight == MIN_IN_FLIGHT
+        assert admission.in_flight == MIN_IN_FLIGHT
         waiting[0].cancel()  # Its client went away.
     results = await asyncio.gather(*admitted, *waiting[1:])
     assert [status for status, _, _ in results] == [200] * (MIN_IN_FLIGHT + 2)
-    assert app.in_flight == 0
+    assert admission.in_flight == 0
 
 
 def wrk_or_skip() -> str:

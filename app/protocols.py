@@ -1,0 +1,16 @@
+"""What the service says about itself in KServe v2 / Triton's terms, over REST and gRPC alike."""
+
+from __future__ import annotations
+
+from app.models import VersionState
+
+SERVER_NAME = "cnn-serve"
+SERVER_VERSION = "0.1.0"
+EXTENSIONS = ["binary_tensor_data", "classification", "model_repository"]
+PLATFORM = "tensorflow_savedmodel"
+# Triton's words for the states of a version in its repository index.
+REPOSITORY_STATES = {
+    VersionState.AVAILABLE: "READY",
+    VersionState.LOADING: "LOADING",
+    VersionState.END: "UNAVAILABLE",
+}

@@ -31,7 +31,7 @@ from typing import Any
 
 import httpx
 
-from bench import mixed_soak, runtimes, scrape, targets
+from bench import grpc_load, mixed_soak, runtimes, scrape, targets
 from bench.cells import Cell, find, format_cell
 from bench.payloads import FIXTURE, REQUEST_KINDS, Payload, Request, load_payloads, requests
 
@@ -53,14 +53,21 @@ class Server:
 def servers(port: int) -> list[Server]:
     ours = [sys.executable, "-m", "app"]
     # The defaults (two workers); and one worker, the configuration the issue's figures used.
-    ours_env = {"CNN_SERVE_PORT": str(port), "CNN_SERVE_LOG_LEVEL": "warning"}
+    ours_env = {
+        "CNN_SERVE_PORT": str(port),
+        "CNN_SERVE_GRPC_PORT": str(grpc_port_of(port)),
+        "CNN_SERVE_LOG_LEVEL": "warning",
+    }
     one_worker = {**ours_env, "CNN_SERVE_WORKERS": "1", "CNN_SERVE_INFERENCE_THREADS": "2"}
+    grpc_off = {**ours_env, "CNN_SERVE_GRPC_PORT": "0"}
     reference = [sys.executable, "-m", "bench.reference_servers"]
     every_kind = tuple(REQUEST_KINDS)
     plain = ("multipart", "raw")
     return [
         Server("cnn-serve", ours, ours_env, every_kind),
         Server("cnn-serve x1", ours, one_worker, plain),
+        # REST alone, to tell what having the gRPC server on costs REST traffic.
+        Server(GRPC_OFF, ours, grpc_off, ("multipart",)),
         Server("HTTP ceiling", [*reference, "ceiling", "--port", str(port)], {}, plain),
         Server(
             "HTTP ceiling x2",
@@ -69,8 +76,29 @@ def servers(port: int) -> list[Server]:
             plain,
         ),
         Server("unbatched", [*reference, "unbatched", "--port", str(port)], {}, ("multipart",)),
+        Server(
+            GRPC_CEILING,
+            [
+                *reference,
+                "grpc-ceiling",
+                "--port",
+                str(port),
+                "--grpc-port",
+                str(grpc_port_of(port)),
+            ],
+            {},
+            (),
+        ),
         Server("seed-style", [*reference, "seed", "--port", str(port)], {}, ("multipart",)),
     ]
+
+
+GRPC_OFF = "cnn-serve no gRPC"
+GRPC_CEILING = "gRPC ceiling"
+
+
+def grpc_port_of(port: int) -> int:
+    return port + 1
 
 
 def ensure_wrk() -> str:
@@ -226,6 +254,8 @@ def measure_servers(
                 continue
             if only_servers and server.name not in only_servers:
                 continue
+            if not server.bodies:  # Not an HTTP server (the gRPC ceiling: measure_grpc).
+                continue
             stats: dict[str, float] = {}
             if server.name.startswith("cnn-serve"):
                 # A first start compiles the model into an empty cache; a restart reads it.
@@ -287,6 +317,70 @@ def measure_servers(
                 stats["rss_end_mb"] = rss_mb(process.pid)
                 process_stats[server.name] = stats
     return cells, process_stats
+
+
+def measure_grpc(
+    args: argparse.Namespace, payloads: list[Payload], concurrency: list[int]
+) -> list[Cell]:
+    """cnn-serve (defaults) and the gRPC ceiling driven by bench.grpc_load, a Python asyncio
+    client in a process of its own, for each kind of gRPC call and payload."""
+    cells = []
+    by_name = {server.name: server for server in servers(args.port)}
+    for name in ("cnn-serve", GRPC_CEILING):
+        with started(by_name[name], args.port):
+            print(f"\n{name} over gRPC (client: bench.grpc_load, asyncio):", flush=True)
+            for payload in payloads:
+                if payload.name not in (targets.PNG, targets.JPEG):
+                    continue
+                for kind in grpc_load.KINDS:
+                    for connections in concurrency:
+                        figures = _grpc_load(args, kind, payload, connections)
+                        cell = Cell(
+                            f"{name} gRPC" if name == "cnn-serve" else name,
+                            payload.name,
+                            kind,
+                            connections,
+                            requests_per_s=figures["requests_per_s"],
+                            p50_ms=figures["p50_ms"],
+                            p99_ms=figures["p99_ms"],
+                            errors=figures["errors"],
+                            checked=figures["checked"],
+                            wrong_labels=figures["wrong_labels"],
+                            metrics=(
+                                f"client CPU {figures['client_cpu_ms_per_call']:.2f} ms per call"
+                                + (
+                                    f", errors {figures['error_codes']}"
+                                    if figures["errors"]
+                                    else ""
+                                )
+                            ),
+                        )
+                        cells.append(cell)
+                        print(format_cell(cell), flush=True)
+    return cells
+
+
+def _grpc_load(
+    args: argparse.Namespace, kind: str, payload: Payload, concurrency: int
+) -> dict[str, Any]:
+    command = [
+        sys.executable,
+        "-m",
+        "bench.grpc_load",
+        "--port",
+        str(grpc_port_of(args.port)),
+        "--kind",
+        kind,
+        "--payload",
+        payload.name,
+        "-c",
+        str(concurrency),
+        "-d",
+        f"{args.duration:g}",
+    ]
+    output = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
+    figures: dict[str, Any] = json.loads(output.stdout.splitlines()[-1])
+    return figures
 
 
 OVERLOAD_CONCURRENCY = (64, 256, 512, 1024)
@@ -454,6 +548,25 @@ def ratios(cells: list[Cell], concurrency: int) -> list[str]:
                 lines.append(
                     f"  {payload}, c={concurrency}: {server} / {reference} = "
                     f"{mine.requests_per_s / other.requests_per_s:.2f}x"
+                )
+        rest_alone = find(cells, GRPC_OFF, payload, "multipart", concurrency)
+        if rest_alone and rest_alone.requests_per_s:
+            lines.append(
+                f"  {payload}, c={concurrency}: cnn-serve with gRPC on / off (REST traffic) = "
+                f"{ours.requests_per_s / rest_alone.requests_per_s:.2f}x"
+            )
+        for kind in grpc_load.KINDS:
+            over_grpc = find(cells, "cnn-serve gRPC", payload, kind, concurrency)
+            grpc_ceiling = find(cells, GRPC_CEILING, payload, kind, concurrency)
+            if over_grpc:
+                lines.append(
+                    f"  {payload}, c={concurrency}: gRPC {kind} / REST multipart = "
+                    f"{over_grpc.requests_per_s / ours.requests_per_s:.2f}x"
+                )
+            if over_grpc and grpc_ceiling and grpc_ceiling.requests_per_s:
+                lines.append(
+                    f"  {payload}, c={concurrency}: gRPC {kind} / gRPC ceiling = "
+                    f"{over_grpc.requests_per_s / grpc_ceiling.requests_per_s:.2f}x"
                 )
         for kind in REQUEST_KINDS:
             other_kind = find(cells, "cnn-serve", payload, kind, concurrency)
@@ -681,6 +794,8 @@ def main() -> None:
     )
     with busy_core(args.busy):
         cells, process_stats = measure_servers(args, wrk, payloads, args.concurrency)
+        if not args.only or "cnn-serve" in args.only or GRPC_CEILING in args.only:
+            cells += measure_grpc(args, payloads, [1, 64])
         rounds = [cells]
         for number in range(2, args.rounds + 1):
             print(f"\nRound {number}: the target cells again")

@@ -14,10 +14,14 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 import httpx
 import numpy as np
 import pytest
+import tritonclient.grpc as triton
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from app.rpc.protos import predict_pb2, prediction_service_pb2_grpc, types_pb2
 from tests.imaging import png
 from tests.server import REPO, free_port, wait_until_ready
 
@@ -37,8 +41,16 @@ def engine_problem() -> str | None:
     return None
 
 
+GRPC_PORTS: dict[int, int] = {}  # The host's gRPC port beside each REST port.
+
+
 def compose(*args: str, port: int, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CNN_SERVE_HOST_PORT": str(port)}
+    grpc_port = GRPC_PORTS.setdefault(port, free_port())
+    env = {
+        **os.environ,
+        "CNN_SERVE_HOST_PORT": str(port),
+        "CNN_SERVE_HOST_GRPC_PORT": str(grpc_port),
+    }
     return subprocess.run(
         ["docker", "compose", "-p", PROJECT, *args],
         cwd=REPO,
@@ -91,6 +103,34 @@ def test_container_error_paths(service):
         garbage = client.post("/predict", content=b"junk", headers={"content-type": "image/png"})
         assert garbage.status_code == 400
         assert client.post("/predict", json={}).status_code == 415
+
+
+def test_container_serves_grpc(service, digits):
+    """The image's gRPC port, published by compose: Triton's client, TensorFlow Serving's stub
+    and the standard health service."""
+    _, port = service
+    address = f"127.0.0.1:{GRPC_PORTS[port]}"
+    images, labels = digits
+    client = triton.InferenceServerClient(address)
+    assert client.is_server_ready()
+    tensor = triton.InferInput("image", [8], "BYTES")
+    tensor.set_data_from_numpy(np.array([png(255 - image) for image in images[:8]], dtype=object))
+    probabilities = client.infer("mnist", [tensor]).as_numpy("output_0")
+    assert list(probabilities.argmax(axis=1)) == list(labels[:8])
+    with grpc.insecure_channel(address) as channel:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "mnist"
+        pixels = request.inputs["image"]
+        pixels.dtype = types_pb2.DT_FLOAT
+        for size in (8, 28, 28, 1):
+            pixels.tensor_shape.dim.add(size=size)
+        pixels.tensor_content = images[:8].astype("<f4").tobytes()
+        answer = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request)
+        output = answer.outputs["output_0"]
+        predicted = np.frombuffer(output.tensor_content, dtype="<f4").reshape(8, 10).argmax(1)
+        assert list(predicted) == list(labels[:8])
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
 
 
 def inspect(container: str) -> dict[str, Any]:
@@ -157,7 +197,11 @@ def test_compose_train_profile_publishes_a_version_the_service_picks_up(tmp_path
         return subprocess.run(
             ["docker", "compose", "-p", f"{PROJECT}train", *args],
             cwd=REPO,
-            env={**env, "CNN_SERVE_HOST_PORT": str(port)},
+            env={
+                **env,
+                "CNN_SERVE_HOST_PORT": str(port),
+                "CNN_SERVE_HOST_GRPC_PORT": str(free_port()),
+            },
             capture_output=True,
             text=True,
             timeout=1500,

@@ -19,6 +19,7 @@ from functools import lru_cache
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 from PIL import Image
 
 from app.decoding import DEFAULT_MAX_PIXELS, Decoded, Grayscale, ImageBox, OpenedImage, open_image
@@ -83,14 +84,16 @@ def _centre_like_mnist(decoded: Decoded) -> Preprocessed:
     working = decoded.working
     if _already_like_mnist(working.pixels):
         return Preprocessed(working.pixels, False, (0.0, 0.0, 28.0, 28.0), 1.0)
-    inverted = _dark_on_light(working.pixels)
+    working, on_a_sheet = _without_desk(working)
+    # Ink on a sheet of paper is darker than the paper.
+    inverted = on_a_sheet or _dark_on_light(working.pixels)
     found = _find_glyph(working, inverted)
     if found is None:
         raise BlankImageError("The image is blank: there is nothing to classify.")
     glyph, box = found
     stroke_width = _stroke_width(glyph)
     if max(glyph.shape) < DETAIL_MIN_SIDE or stroke_width < DETAIL_MIN_STROKE:
-        closer = _look_closer(decoded, (glyph, box), stroke_width, inverted)
+        closer = _look_closer(decoded, (glyph, box), stroke_width, inverted, on_a_sheet)
         if closer[0] is not glyph:
             (glyph, box), stroke_width = closer, _stroke_width(closer[0])
     left, top, right, bottom = box
@@ -103,9 +106,14 @@ def _centre_like_mnist(decoded: Decoded) -> Preprocessed:
 
 
 def _look_closer(
-    decoded: Decoded, found: tuple[np.ndarray, ImageBox], stroke_width: float, inverted: bool
+    decoded: Decoded,
+    found: tuple[np.ndarray, ImageBox],
+    stroke_width: float,
+    inverted: bool,
+    on_a_sheet: bool,
 ) -> tuple[np.ndarray, ImageBox]:
-    """The glyph found again in its part of the image, at a resolution that shows its strokes."""
+    """The glyph found again in its part of the image, at a resolution that shows its strokes
+    (on a sheet on a desk, without the desk where the part reaches past the sheet's edge)."""
     width, height = decoded.upright_size
     # Ink mass survives shrinking, so the working image's stroke width, over its scale, is the
     # width on the page.
@@ -117,6 +125,8 @@ def _look_closer(
         wanted = (left - margin, top - margin, right + margin, bottom + margin)
         scale = max(DETAIL_SIDE / side, stroke_scale)
         region = decoded.region(wanted, min(scale, DETAIL_MAX_SIDE / side))
+        if region is not None and on_a_sheet:
+            region, _ = _without_desk(region)
         closer = None if region is None else _find_glyph(region, inverted)
         if region is None or closer is None:
             return found
@@ -143,6 +153,98 @@ def _runs_off(box: ImageBox, region: Grayscale, image_size: tuple[int, int]) -> 
         or (shown_right - right < near and shown_right < width)
         or (shown_bottom - bottom < near and shown_bottom < height)
     )
+
+
+def _without_desk(gray: Grayscale) -> tuple[Grayscale, bool]:
+    """A photo of a sheet lying on a desk, with the desk painted over in the paper's level at
+    the sheet's edge, and True: the sheet's edge and the desk are not ink. Anything else is
+    returned as it is, with False.
+
+    The desk is what lies darker than Otsu's threshold along a good part of the image's border
+    and outside the sheet's outline (the convex hull of its bright part, so ink on the sheet is
+    never painted over), with a sharp step in brightness across that outline: the shade of
+    uneven light, or a vignette, darkens gradually and is left to the lighting fit.
+    """
+    pixels = gray.pixels
+    if min(pixels.shape) < DESK_MIN_SIDE:
+        return gray, False
+    levels = cv2.convertScaleAbs(pixels)
+    bright = _mask(cv2.threshold(levels, 0, 1, cv2.THRESH_BINARY | cv2.THRESH_OTSU)[1])
+    count, labels = cv2.connectedComponents(1 - bright, connectivity=8, ltype=cv2.CV_32S)
+    along_border = np.bincount(_border(labels), minlength=count)
+    along_border[0] = 0  # Bright pixels.
+    perimeter = 2 * (sum(pixels.shape) - 2)
+    desk_parts = np.flatnonzero(along_border >= DESK_PART_BORDER * perimeter)
+    if along_border[desk_parts].sum() < DESK_MIN_BORDER * perimeter:
+        return gray, False
+    sheet_count, sheet_labels, sheet_stats, _ = cv2.connectedComponentsWithStats(
+        bright, connectivity=8
+    )
+    if sheet_count < 2:
+        return gray, False
+    largest = 1 + int(np.argmax(sheet_stats[1:, cv2.CC_STAT_AREA]))
+    if sheet_stats[largest, cv2.CC_STAT_AREA] < SHEET_MIN_AREA * pixels.size:
+        return gray, False
+    # The hull of the component's outer contour: the same as of all its pixels, at a tenth of
+    # the cost.
+    contours, _ = cv2.findContours(
+        (sheet_labels == largest).view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
+    )
+    outline = cv2.convexHull(max(contours, key=len))
+    sheet = np.zeros_like(bright)
+    cv2.fillConvexPoly(sheet, outline, 1)
+    desk = 1 - sheet  # Everything outside the sheet's outline, bright grain and glare included.
+    is_desk_part = np.zeros(count, dtype=np.uint8)
+    is_desk_part[desk_parts] = 1
+    if int(cv2.countNonZero(is_desk_part[labels] & desk)) < DESK_MIN_AREA * pixels.size:
+        return gray, False
+    # The step is read a few pixels either side of the outline, past the blurred edge itself.
+    # (Chessboard distances: to the desk for the sheet's pixels, to the sheet for the desk's.)
+    to_desk = cv2.distanceTransform(sheet, cv2.DIST_C, 3)
+    to_sheet = cv2.distanceTransform(desk, cv2.DIST_C, 3)
+    paper_near_edge = pixels[(bright == 1) & (to_desk >= 2) & (to_desk <= 4)]
+    desk_near_edge = pixels[(to_sheet >= 2) & (to_sheet <= 4)]
+    if not paper_near_edge.size or not desk_near_edge.size:
+        return gray, False
+    paper_level = _median(paper_near_edge)
+    step = paper_level - _median(desk_near_edge)
+    # A sheet's edge is a step; the shade of a vignette is a slope, which changes as much
+    # between the paper there and the paper further in.
+    paper_further_in = pixels[(bright == 1) & (to_desk >= 6) & (to_desk <= 8)]
+    slope = abs(paper_level - _median(paper_further_in)) if paper_further_in.size else 0.0
+    if step < DESK_MIN_STEP or step < DESK_STEP_OVER_SLOPE * slope:
+        return gray, False
+    # Painted with the paper's brightness carried on from the sheet nearby (its local mean over
+    # a wide window), so no new edge appears where the light across the sheet is uneven. The
+    # sheet's edge is blurred over a pixel or two: painted over too.
+    paper = (sheet & bright).astype(np.float32)
+    window = (max(pixels.shape) // 4) | 1
+    weight = cv2.blur(cv2.blur(paper, (window, window)), (window, window))
+    carried = cv2.blur(cv2.blur(pixels * paper, (window, window)), (window, window))
+    painted = (to_desk <= 3) & (sheet == 1) | (desk == 1)
+    cleaned = pixels.copy()
+    cleaned[painted] = np.where(
+        weight[painted] > 0.01, carried[painted] / np.maximum(weight[painted], 0.01), paper_level
+    )
+    return Grayscale(cleaned, gray.left, gray.top, gray.scale), True
+
+
+def _mask(values: object) -> NDArray[np.uint8]:
+    return np.asarray(values, dtype=np.uint8)
+
+
+# A sheet on a desk: images (or parts looked at closer) smaller than DESK_MIN_SIDE are never
+# one. The desk runs along at least DESK_MIN_BORDER of the image's border, in parts of at least
+# DESK_PART_BORDER each (ink touching the border runs along far less), covers at least
+# DESK_MIN_AREA of the image, and is at least DESK_MIN_STEP gray levels darker than the paper
+# at the sheet's edge; the sheet's bright part covers at least SHEET_MIN_AREA.
+DESK_MIN_SIDE = 48
+DESK_MIN_BORDER = 0.15
+DESK_PART_BORDER = 0.05
+DESK_MIN_AREA = 0.02
+DESK_MIN_STEP = 20
+DESK_STEP_OVER_SLOPE = 2
+SHEET_MIN_AREA = 0.3
 
 
 def _find_glyph(gray: Grayscale, inverted: bool) -> tuple[np.ndarray, ImageBox] | None:

@@ -21,6 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from scipy import ndimage
@@ -452,6 +453,93 @@ def exif_rotated_photo(digit: np.ndarray, rng: np.random.Generator) -> Rendered:
     return data, "jpg"
 
 
+# Surfaces a sheet is put down on: (base RGB, grain, wood stripes or not).
+DESKS = {
+    "light wood": ((190, 150, 105), 6.0, True),
+    "dark wood": ((105, 70, 45), 6.0, True),
+    "grey laminate": ((150, 150, 148), 3.0, False),
+    "dark surface": ((45, 45, 50), 3.0, False),
+    "blue cloth": ((60, 80, 125), 8.0, False),
+}
+
+
+def _desk(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    base, grain, striped = DESKS[str(choose(rng, list(DESKS)))]
+    surface = paper(size, rng, brightness=1.0, tint=(1.0, 1.0, 1.0), grain=0.0)
+    surface = surface * np.asarray(base, dtype=np.float32)
+    surface += noise((*size, 1), rng, grain) + smooth_field(size, rng, grain * 2)[..., np.newaxis]
+    if striped:  # Wood grain: wavy stripes along one direction.
+        height, width = size
+        y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+        along = x if rng.uniform() < 0.5 else y
+        across = y if along is x else x
+        period = rng.uniform(6, 20) * max(size) / 400
+        wave = np.sin((across + 4 * np.sin(along / (period * 7))) * 2 * np.pi / period)
+        surface *= (1 + 0.06 * wave)[..., np.newaxis]
+    return surface
+
+
+def sheet_on_desk(digit: np.ndarray, rng: np.random.Generator) -> Rendered:
+    """A sheet lying on a desk, photographed from a little off straight above: the sheet a
+    skewed quadrilateral (corners moved by up to ~12 % of the side), the desk showing past one to
+    four of its edges, a soft shadow across one side, blur, noise, JPEG."""
+    height, width = random_size(rng, 480, 1280)
+    sheet_size = (height, width)
+    glyph = natural_glyph(digit, glyph_height_for(height, rng, 0.12, 0.45))
+    glyph = rotated(glyph, rng.uniform(-10, 10))
+    # The digit away from the sheet's edges, where a hand writes.
+    inner = (int(height * 0.7), int(width * 0.7))
+    canvas = np.zeros(sheet_size, dtype=np.float32)
+    top, left = (height - inner[0]) // 2, (width - inner[1]) // 2
+    canvas[top : top + inner[0], left : left + inner[1]] = placed(glyph, inner, rng)
+    sheet = paper(
+        sheet_size,
+        rng,
+        brightness=rng.uniform(200, 248),
+        tint=choose(rng, PAPER_TINTS),  # type: ignore[arg-type]
+        grain=rng.uniform(1, 3),
+    )
+    ink = INK_COLOURS[choose(rng, ["black", "blue", "blue-black", "pencil"])]  # type: ignore[index]
+    sheet = inked(sheet, canvas, ink, rng.uniform(0.75, 0.95))
+    # Where the sheet's corners land in the photo: pulled in from the frame's corners on the
+    # sides where the desk shows, pushed out (cut off by the frame) elsewhere, then jittered.
+    shown = rng.permutation(4)[: int(rng.integers(1, 5))]  # Edges: top, right, bottom, left.
+    inset = [
+        rng.uniform(0.03, 0.18) if edge in shown else -rng.uniform(0.0, 0.08) for edge in range(4)
+    ]
+    top, right, bottom, left = inset
+    jitter = 0.12 * min(height, width)
+    corners = np.float32(
+        [
+            [left * width, top * height],
+            [(1 - right) * width, top * height],
+            [(1 - right) * width, (1 - bottom) * height],
+            [left * width, (1 - bottom) * height],
+        ]
+    ) + rng.uniform(-jitter, jitter, (4, 2)).astype(np.float32)
+    source = np.float32([[0, 0], [width, 0], [width, height], [0, height]])
+    warp = cv2.getPerspectiveTransform(source, corners)
+    flat_sheet = cv2.warpPerspective(sheet, warp, (width, height), flags=cv2.INTER_LINEAR)
+    coverage = cv2.warpPerspective(
+        np.ones(sheet_size, dtype=np.float32), warp, (width, height), flags=cv2.INTER_LINEAR
+    )[..., np.newaxis]
+    scene = flat_sheet * coverage + _desk((height, width), rng) * (1 - coverage)
+    # A soft shadow (a hand, the phone) darkening one side, with a blurred edge.
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    angle = rng.uniform(0, 2 * np.pi)
+    distance = (np.cos(angle) * (x / width - 0.5) + np.sin(angle) * (y / height - 0.5)) / 0.1
+    edge = rng.uniform(0.15, 0.45) / 0.1
+    softness = rng.uniform(0.3, 1.5)
+    shadow = 1 - rng.uniform(0.15, 0.45) / (1 + np.exp(-(distance - edge) / softness))
+    scene *= shadow[..., np.newaxis]
+    scene *= lighting((height, width), rng, rng.uniform(0.05, 0.25))[..., np.newaxis]
+    image = to_image(scene).filter(
+        ImageFilter.GaussianBlur(rng.uniform(0.4, 1.4) * max(height, width) / 1000)
+    )
+    noisy = np.asarray(image, dtype=np.float32) + noise((height, width, 3), rng, rng.uniform(2, 6))
+    return encode(to_image(noisy), "JPEG", quality=int(rng.integers(70, 93))), "jpg"
+
+
 def _stroke_on_paper(
     digit: np.ndarray, rng: np.random.Generator, pen: Callable[[int], float]
 ) -> Image.Image:
@@ -592,6 +680,7 @@ CATEGORIES: dict[str, Renderer] = {
     "png_16_bit_widened": png_16_bit_widened,
     "palette_png": palette_png,
     "cmyk_jpeg": cmyk_jpeg,
+    "sheet_on_desk": sheet_on_desk,
 }
 CONTENT_TYPES = {
     "png": "image/png",

@@ -507,17 +507,18 @@ def sheet_on_desk(digit: np.ndarray, rng: np.random.Generator) -> Rendered:
     inset = [
         rng.uniform(0.03, 0.18) if edge in shown else -rng.uniform(0.0, 0.08) for edge in range(4)
     ]
-    top, right, bottom, left = inset
+    in_top, in_right, in_bottom, in_left = inset
     jitter = 0.12 * min(height, width)
-    corners = np.float32(
+    corners = np.array(
         [
-            [left * width, top * height],
-            [(1 - right) * width, top * height],
-            [(1 - right) * width, (1 - bottom) * height],
-            [left * width, (1 - bottom) * height],
-        ]
+            [in_left * width, in_top * height],
+            [(1 - in_right) * width, in_top * height],
+            [(1 - in_right) * width, (1 - in_bottom) * height],
+            [in_left * width, (1 - in_bottom) * height],
+        ],
+        dtype=np.float32,
     ) + rng.uniform(-jitter, jitter, (4, 2)).astype(np.float32)
-    source = np.float32([[0, 0], [width, 0], [width, height], [0, height]])
+    source = np.array([[0, 0], [width, 0], [width, height], [0, height]], dtype=np.float32)
     warp = cv2.getPerspectiveTransform(source, corners)
     flat_sheet = cv2.warpPerspective(sheet, warp, (width, height), flags=cv2.INTER_LINEAR)
     coverage = cv2.warpPerspective(

@@ -25,7 +25,7 @@ class Cell:
 def format_cell(cell: Cell) -> str:
     wrong = f"{cell.wrong_labels}/{cell.checked}" if cell.checked else "-"
     return (
-        f"  {cell.server:<16}{cell.payload:<17}{cell.body:<15}c={cell.concurrency:<4}"
+        f"  {cell.server:<18}{cell.payload:<17}{cell.body:<17}c={cell.concurrency:<4}"
         f"{cell.requests_per_s:>9.0f} ok/s   p50 {cell.p50_ms:>8.2f} ms  "
         f"p99 {cell.p99_ms:>8.2f} ms  errors {cell.errors:<5} wrong labels {wrong}"
         + (f"\n{'':<18}{cell.metrics}" if cell.metrics else "")

@@ -5,6 +5,7 @@ server reflection, against `python -m app` on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -46,10 +47,15 @@ COUNT = 32
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """(REST base URL, gRPC address) of a server with two workers sharing the gRPC port."""
+    """(REST base URL, gRPC address) of a server with two workers sharing the gRPC port, and
+    the version label `stable` on the served version."""
     port = free_port()
-    log = tmp_path_factory.mktemp("grpc") / "server.log"
-    with running_server(log, workers="2", grpc_port=str(port)) as url:
+    folder = tmp_path_factory.mktemp("grpc")
+    labels = folder / "labels.json"
+    labels.write_text(json.dumps({"stable": COMMITTED_VERSION}))
+    with running_server(
+        folder / "server.log", workers="2", grpc_port=str(port), model_labels_file=str(labels)
+    ) as url:
         yield url, f"127.0.0.1:{port}"
 
 
@@ -235,13 +241,14 @@ def test_tfserving_predict_tensors_and_images(channel, digits):
 
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "mnist"
-    request.model_spec.version.value = COMMITTED_VERSION
+    request.model_spec.version_label = "stable"
     encoded = request.inputs["image"]
     encoded.dtype = types_pb2.DT_STRING
     encoded.tensor_shape.dim.add(size=8)
     encoded.string_val.extend(photos(images[:8]))
     response = stub.Predict(request, timeout=10)
     assert list(probabilities_of(response.outputs["output_0"]).argmax(axis=1)) == list(labels[:8])
+    assert response.model_spec.version.value == COMMITTED_VERSION
 
 
 def test_tfserving_classify_metadata_and_status(channel, digits):
@@ -277,6 +284,9 @@ def test_tfserving_classify_metadata_and_status(channel, digits):
     assert [(v.version, v.state, v.status.error_message) for v in versions] == [
         (COMMITTED_VERSION, get_model_status_pb2.ModelVersionStatus.AVAILABLE, "")
     ]
+    status.model_spec.version_label = "stable"
+    labelled = models.GetModelStatus(status).model_version_status
+    assert [v.version for v in labelled] == [COMMITTED_VERSION]
 
 
 def test_bad_tfserving_requests_get_the_status_that_says_why(channel, digits):

@@ -34,6 +34,7 @@ class Outcome:
     upload: Upload
     predicted: str  # A label, or the error code the upload was refused with.
     model_input: np.ndarray | None  # The 28x28 input the model saw, when known.
+    confidence: float | None = None  # The answer's `confidence`; None when refused.
 
     @property
     def right(self) -> bool:
@@ -49,7 +50,8 @@ def score_in_process(model: LoadedModel, uploads: Iterable[Upload]) -> list[Outc
         if pending:
             probabilities = model.predict_batch([pixels for _, pixels in pending])
             for (upload, pixels), row in zip(pending, probabilities, strict=True):
-                outcome = Outcome(upload, model.labels[int(row.argmax())], pixels)
+                best = int(row.argmax())
+                outcome = Outcome(upload, model.labels[best], pixels, float(row[best]))
                 if outcome.right:
                     # Only failures are drawn: dropping the others' bytes keeps memory flat
                     # when every test digit is rendered as every kind of upload.
@@ -93,7 +95,7 @@ async def _score_over_http(url: str, uploads: list[Upload]) -> list[Outcome]:
             if "input_png" in explanation:
                 png = base64.b64decode(explanation["input_png"])
                 model_input = np.asarray(Image.open(io.BytesIO(png)), dtype=np.float32)
-            return Outcome(upload, body["label"], model_input)
+            return Outcome(upload, body["label"], model_input, float(body["confidence"]))
 
         return list(await asyncio.gather(*(score(upload) for upload in uploads)))
 
@@ -108,6 +110,26 @@ def accuracy_by_category(outcomes: Sequence[Outcome]) -> dict[str, tuple[int, in
     return {category: (right, total) for category, (right, total) in counts.items()}
 
 
+CALIBRATION_BINS = 15
+
+
+def calibration_error(outcomes: Sequence[Outcome], bins: int = CALIBRATION_BINS) -> float:
+    """Expected calibration error of `confidence` over the answered uploads: in equal-width
+    bins of confidence, the gap between mean confidence and accuracy, weighted by the bin's
+    share of the answers (0 when none was answered)."""
+    answered = [outcome for outcome in outcomes if outcome.confidence is not None]
+    if not answered:
+        return 0.0
+    confidence = np.array([outcome.confidence for outcome in answered], dtype=np.float64)
+    right = np.array([outcome.right for outcome in answered], dtype=np.float64)
+    which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    error = 0.0
+    for number in np.unique(which):
+        in_bin = which == number
+        error += in_bin.mean() * abs(confidence[in_bin].mean() - right[in_bin].mean())
+    return float(error)
+
+
 def format_report(outcomes: Sequence[Outcome], worst: int = 12) -> str:
     table = accuracy_by_category(outcomes)
     width = max(len("overall"), *(len(category) for category in table))
@@ -117,6 +139,14 @@ def format_report(outcomes: Sequence[Outcome], worst: int = 12) -> str:
     right = sum(right for right, _ in table.values())
     total = sum(total for _, total in table.values())
     lines.append(f"{'overall':<{width}}  {total:>6}  {right:>6}  {100 * right / total:7.2f} %")
+    answered = sum(outcome.confidence is not None for outcome in outcomes)
+    if answered:
+        lines += [
+            "",
+            f"Expected calibration error of `confidence`: "
+            f"{100 * calibration_error(outcomes):.2f} % ({CALIBRATION_BINS} bins, the {answered} "
+            "answered uploads)",
+        ]
     confusions: Counter[tuple[int, str]] = Counter()
     where: dict[tuple[int, str], Counter[str]] = defaultdict(Counter)
     for outcome in outcomes:

@@ -23,6 +23,7 @@ from model import upload_scores
 from model.uploads import (
     BOLD_STROKE,
     CATEGORIES,
+    Upload,
     generate,
     natural_glyph,
     pen_glyph,
@@ -195,3 +196,23 @@ def test_over_http_the_service_gives_the_same_answers_as_in_process(
         assert served.model_input is not None
         assert local.model_input is not None
         np.testing.assert_allclose(served.model_input, local.model_input, atol=1)
+
+
+def test_the_calibration_error_is_the_weighted_gap_between_confidence_and_accuracy():
+    def outcome(confidence: float | None, right: bool) -> upload_scores.Outcome:
+        upload = Upload("scanned_paper", 0, 3, b"", "png")
+        if confidence is None:
+            return upload_scores.Outcome(upload, "blank_image", None)
+        return upload_scores.Outcome(upload, "3" if right else "5", None, confidence)
+
+    # Nine of ten right at 0.95: 5 points overconfident. A refusal has no confidence.
+    overconfident = [outcome(0.95, index < 9) for index in range(10)] + [outcome(None, False)]
+    assert upload_scores.calibration_error(overconfident) == pytest.approx(0.05)
+    # Half the answers at 0.55 with 55 % right, half at 1.0 all right: calibrated.
+    calibrated = [outcome(0.55, index < 11) for index in range(20)] + [
+        outcome(1.0, True) for _ in range(20)
+    ]
+    assert upload_scores.calibration_error(calibrated) == pytest.approx(0.0)
+    assert "Expected calibration error of `confidence`: 5.00 %" in (
+        upload_scores.format_report(overconfident)
+    )

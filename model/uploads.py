@@ -453,6 +453,39 @@ def exif_rotated_photo(digit: np.ndarray, rng: np.random.Generator) -> Rendered:
     return data, "jpg"
 
 
+def squared_paper(digit: np.ndarray, rng: np.random.Generator) -> Rendered:
+    """A scan or photo of squared (grid) paper: faint blue or grey lines every 4-8 % of the
+    side, the digit written across several squares."""
+    size = random_size(rng, 200, 900)
+    height, width = size
+    glyph = natural_glyph(digit, glyph_height_for(height, rng, 0.25, 0.7))
+    mask = placed(glyph, size, rng)
+    sheet = paper(size, rng, brightness=rng.uniform(225, 250), tint=(1.0, 1.0, 1.0), grain=2)
+    spacing = max(height, width) * rng.uniform(0.04, 0.08)
+    line_width = max(1.0, spacing * rng.uniform(0.04, 0.1))
+    rows = np.arange(height, dtype=np.float32)[:, np.newaxis]
+    columns = np.arange(width, dtype=np.float32)[np.newaxis, :]
+    offset_y, offset_x = rng.uniform(0, spacing, 2)
+    # How far past the middle between two lines each pixel is: at the line, half a spacing.
+    half = spacing / 2 - line_width / 2
+    across_rows = np.abs((rows - offset_y) % spacing - spacing / 2) - half
+    across_columns = np.abs((columns - offset_x) % spacing - spacing / 2) - half
+    on_line = np.clip(np.maximum(across_rows, across_columns) + 0.5, 0, 1)
+    grid_colour = choose(rng, [(120, 160, 215), (150, 150, 155), (110, 190, 170)])
+    sheet = inked(sheet, on_line.astype(np.float32), grid_colour, rng.uniform(0.35, 0.7))  # type: ignore[arg-type]
+    ink = INK_COLOURS[choose(rng, ["black", "blue-black", "blue", "pencil"])]  # type: ignore[index]
+    image = to_image(inked(sheet, mask, ink, rng.uniform(0.85, 1.0)))
+    if rng.uniform() < 0.5:  # Photographed: uneven light, blur, noise.
+        lit = (
+            np.asarray(image, dtype=np.float32)
+            * lighting(size, rng, rng.uniform(0.05, 0.3))[..., np.newaxis]
+        )
+        image = to_image(lit).filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.0)))
+        noisy = np.asarray(image, dtype=np.float32) + noise((*size, 3), rng, rng.uniform(2, 5))
+        image = to_image(noisy)
+    return encode(image, "JPEG", quality=int(rng.integers(75, 95))), "jpg"
+
+
 # Surfaces a sheet is put down on: (base RGB, grain, wood stripes or not).
 DESKS = {
     "light wood": ((190, 150, 105), 6.0, True),
@@ -682,6 +715,7 @@ CATEGORIES: dict[str, Renderer] = {
     "palette_png": palette_png,
     "cmyk_jpeg": cmyk_jpeg,
     "sheet_on_desk": sheet_on_desk,
+    "squared_paper": squared_paper,
 }
 CONTENT_TYPES = {
     "png": "image/png",

@@ -156,20 +156,22 @@ def _runs_off(box: ImageBox, region: Grayscale, image_size: tuple[int, int]) -> 
 
 
 def _without_desk(gray: Grayscale) -> tuple[Grayscale, bool]:
-    """A photo of a sheet lying on a desk, with the desk painted over in the paper's level at
-    the sheet's edge, and True: the sheet's edge and the desk are not ink. Anything else is
-    returned as it is, with False.
+    """A photo of a sheet lying on a desk, with the desk and the sheet's edge painted over in
+    the paper's brightness, and True: they are not ink. Anything else is returned as it is,
+    with False.
 
-    The desk is what lies darker than Otsu's threshold along a good part of the image's border
-    and outside the sheet's outline (the convex hull of its bright part, so ink on the sheet is
-    never painted over), with a sharp step in brightness across that outline: the shade of
-    uneven light, or a vignette, darkens gradually and is left to the lighting fit.
+    It is taken for a sheet on a desk when regions darker than Otsu's threshold run along a good
+    part of the image's border outside the outline of the largest bright region (its convex
+    hull, so ink on the sheet is never painted over), and the brightness steps sharply across
+    that outline: the shade of uneven light, or a vignette, darkens gradually and is left to the
+    lighting fit. The desk is then everything outside the outline.
     """
     pixels = gray.pixels
     if min(pixels.shape) < DESK_MIN_SIDE:
         return gray, False
     levels = cv2.convertScaleAbs(pixels)
-    bright = _mask(cv2.threshold(levels, 0, 1, cv2.THRESH_BINARY | cv2.THRESH_OTSU)[1])
+    _, otsu = cv2.threshold(levels, 0, 1, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+    bright: NDArray[np.uint8] = np.asarray(otsu, dtype=np.uint8)
     count, labels = cv2.connectedComponents(1 - bright, connectivity=8, ltype=cv2.CV_32S)
     along_border = np.bincount(_border(labels), minlength=count)
     along_border[0] = 0  # Bright pixels.
@@ -221,7 +223,7 @@ def _without_desk(gray: Grayscale) -> tuple[Grayscale, bool]:
     window = (max(pixels.shape) // 4) | 1
     weight = cv2.blur(cv2.blur(paper, (window, window)), (window, window))
     carried = cv2.blur(cv2.blur(pixels * paper, (window, window)), (window, window))
-    painted = (to_desk <= 3) & (sheet == 1) | (desk == 1)
+    painted = to_desk <= 3  # The desk is at distance 0.
     cleaned = pixels.copy()
     cleaned[painted] = np.where(
         weight[painted] > 0.01, carried[painted] / np.maximum(weight[painted], 0.01), paper_level
@@ -229,15 +231,12 @@ def _without_desk(gray: Grayscale) -> tuple[Grayscale, bool]:
     return Grayscale(cleaned, gray.left, gray.top, gray.scale), True
 
 
-def _mask(values: object) -> NDArray[np.uint8]:
-    return np.asarray(values, dtype=np.uint8)
-
-
 # A sheet on a desk: images (or parts looked at closer) smaller than DESK_MIN_SIDE are never
 # one. The desk runs along at least DESK_MIN_BORDER of the image's border, in parts of at least
 # DESK_PART_BORDER each (ink touching the border runs along far less), covers at least
 # DESK_MIN_AREA of the image, and is at least DESK_MIN_STEP gray levels darker than the paper
-# at the sheet's edge; the sheet's bright part covers at least SHEET_MIN_AREA.
+# at the sheet's edge, a step at least DESK_STEP_OVER_SLOPE times the change in the paper
+# just further in; the sheet's bright part covers at least SHEET_MIN_AREA.
 DESK_MIN_SIDE = 48
 DESK_MIN_BORDER = 0.15
 DESK_PART_BORDER = 0.05

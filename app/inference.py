@@ -103,6 +103,14 @@ class InferenceService:
         ]
         return await self._classify_all(taken_as_is, model or self.registry.current, 0.0)
 
+    async def classify_tensor(
+        self, data: np.ndarray | Sequence[bytes], model: LoadedModel | None = None
+    ) -> list[Classified]:
+        """A protocol's input tensor: (N, 28, 28) model inputs, or N encoded images."""
+        if isinstance(data, np.ndarray):
+            return await self.classify_inputs(data, model)
+        return await self.classify_images(data, model)
+
     async def _classify_all(
         self, preprocessed: list[Preprocessed], model: LoadedModel, decode_s: float
     ) -> list[Classified]:

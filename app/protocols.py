@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from app.errors import ModelNotFoundError
 from app.models import VersionState
 
 SERVER_NAME = "cnn-serve"
@@ -14,3 +15,12 @@ REPOSITORY_STATES = {
     VersionState.LOADING: "LOADING",
     VersionState.END: "UNAVAILABLE",
 }
+
+
+def version_number(text: str) -> int | None:
+    """A KServe v2 model version as given (a path segment, a message field): None when empty."""
+    if not text:
+        return None
+    if not text.isdigit():
+        raise ModelNotFoundError(f"Model version '{text}' is not a version number.")
+    return int(text)

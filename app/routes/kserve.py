@@ -19,10 +19,10 @@ from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
 from app.dependencies import Services, accepting_traffic, ready_services
-from app.errors import InvalidArgumentError, ModelNotFoundError
+from app.errors import InvalidArgumentError
 from app.model_format import INPUT_SHAPE
 from app.models import LoadedModel, ModelRegistry
-from app.protocols import EXTENSIONS, PLATFORM, SERVER_NAME
+from app.protocols import EXTENSIONS, PLATFORM, SERVER_NAME, version_number
 from app.routes.direct import DirectRoute
 from app.routes.openapi import path_parameters, protocol_error_responses
 from app.tensors import (
@@ -69,12 +69,7 @@ def registry_of(request: Request) -> ModelRegistry:
 
 def _served(request: Request) -> tuple[Services, LoadedModel]:
     services = ready_services(request)
-    version_text = request.path_params.get("model_version")
-    version = None
-    if version_text is not None:
-        if not version_text.isdigit():
-            raise ModelNotFoundError(f"Model version '{version_text}' is not a version number.")
-        version = int(version_text)
+    version = version_number(request.path_params.get("model_version", ""))
     model = services.inference.registry.resolve(request.path_params["model_name"], version)
     return services, model
 
@@ -119,10 +114,7 @@ async def infer(request: Request) -> Response:
         )
     images_or_pixels, count = _read_input(inputs[0], binary, model, services)
     requested = _requested_outputs(header, model)
-    if isinstance(images_or_pixels, np.ndarray):
-        classified = await services.inference.classify_inputs(images_or_pixels, model)
-    else:
-        classified = await services.inference.classify_images(images_or_pixels, model)
+    classified = await services.inference.classify_tensor(images_or_pixels, model)
     probabilities = np.stack([item.probabilities for item in classified]).astype("<f4")
     return _response(header, model, requested, probabilities, count)
 

@@ -13,10 +13,17 @@ from typing import Any
 
 import numpy as np
 
-from app.errors import InvalidArgumentError, ModelNotFoundError
+from app.errors import InvalidArgumentError
 from app.model_format import INPUT_SHAPE
 from app.models import LoadedModel
-from app.protocols import EXTENSIONS, PLATFORM, REPOSITORY_STATES, SERVER_NAME, SERVER_VERSION
+from app.protocols import (
+    EXTENSIONS,
+    PLATFORM,
+    REPOSITORY_STATES,
+    SERVER_NAME,
+    SERVER_VERSION,
+    version_number,
+)
 from app.rpc.calls import KSERVE, Calls, Context
 from app.rpc.protos import kserve_grpc, kserve_pb2
 from app.tensors import (
@@ -40,12 +47,7 @@ class InferenceService(kserve_grpc.GRPCInferenceServiceServicer):  # type: ignor
         return self.calls.services.inference.registry
 
     def _model(self, name: str, version_text: str) -> LoadedModel:
-        version = None
-        if version_text:
-            if not version_text.isdigit():
-                raise ModelNotFoundError(f"Model version '{version_text}' is not a version number.")
-            version = int(version_text)
-        model: LoadedModel = self._registry.resolve(name, version)
+        model: LoadedModel = self._registry.resolve(name, version_number(version_text))
         return model
 
     async def ServerLive(self, request: Any, context: Context) -> Any:
@@ -106,11 +108,7 @@ class InferenceService(kserve_grpc.GRPCInferenceServiceServicer):  # type: ignor
             model = self._model(request.model_name, request.model_version)
             data = self._input(request, model)
             classes = self._requested_classes(request, model)
-            inference = self.calls.services.inference
-            if isinstance(data, list):
-                classified = await inference.classify_images(data, model)
-            else:
-                classified = await inference.classify_inputs(data, model)
+            classified = await self.calls.services.inference.classify_tensor(data, model)
             probabilities = np.stack([item.probabilities for item in classified])
             return _response(request, model, probabilities, classes)
 

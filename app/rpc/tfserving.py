@@ -97,15 +97,10 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
     def _model(self, spec: Any) -> LoadedModel:
         if spec.signature_name not in ("", SIGNATURE_NAME):
             raise InvalidArgumentError(f'Serving signature key "{spec.signature_name}" not found.')
-        version = spec.version.value if spec.HasField("version") else None
-        label = spec.version_label or None
-        return self.calls.services.inference.registry.resolve(spec.name, version, label)
+        return self.calls.services.inference.registry.resolve(spec.name, *_version_of(spec))
 
     async def _classify(self, data: np.ndarray | Images, model: LoadedModel) -> list[Classified]:
-        inference = self.calls.services.inference
-        if isinstance(data, list):
-            return await inference.classify_images(data, model)
-        return await inference.classify_inputs(data, model)
+        return await self.calls.services.inference.classify_tensor(data, model)
 
     async def Predict(self, request: Any, context: Context) -> Any:
         async def predict() -> Any:
@@ -234,9 +229,8 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore
     async def GetModelStatus(self, request: Any, context: Context) -> Any:
         async def status() -> Any:
             spec = request.model_spec
-            version = spec.version.value if spec.HasField("version") else None
             registry = self.calls.services.inference.registry
-            statuses = registry.version_statuses(spec.name, version, spec.version_label or None)
+            statuses = registry.version_statuses(spec.name, *_version_of(spec))
             states = get_model_status_pb2.ModelVersionStatus.State
             return get_model_status_pb2.GetModelStatusResponse(
                 model_version_status=[
@@ -253,6 +247,11 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore
             )
 
         return await self.calls.run(context, TFSERVING, MODEL_SERVICE + "GetModelStatus", status)
+
+
+def _version_of(spec: Any) -> tuple[int | None, str | None]:
+    """The version number or label a ModelSpec names (a oneof; neither: the newest)."""
+    return (spec.version.value if spec.HasField("version") else None), spec.version_label or None
 
 
 def _spec(model: LoadedModel) -> Any:

@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 
 from app.dependencies import ready_services
 from app.errors import InvalidArgumentError, ModelNotFoundError
-from app.protocols import REPOSITORY_STATES
+from app.protocols import repository_index
 from app.routes.direct import DirectRoute
 from app.routes.openapi import path_parameters, protocol_error_responses
 
@@ -24,17 +24,7 @@ router = APIRouter(tags=["KServe v2 / Open Inference Protocol"], route_class=Dir
 
 async def index(request: Request) -> Response:
     registry = ready_services(request).inference.registry
-    return JSONResponse(
-        [
-            {
-                "name": registry.name,
-                "version": str(number),
-                "state": REPOSITORY_STATES[status.state],
-                "reason": status.error_message,
-            }
-            for number, status in sorted(registry.statuses.items())
-        ]
-    )
+    return JSONResponse(repository_index(registry))
 
 
 def _model_name(request: Request) -> str:

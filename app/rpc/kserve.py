@@ -19,9 +19,9 @@ from app.models import LoadedModel
 from app.protocols import (
     EXTENSIONS,
     PLATFORM,
-    REPOSITORY_STATES,
     SERVER_NAME,
     SERVER_VERSION,
+    repository_index,
     version_number,
 )
 from app.rpc.calls import KSERVE, Calls, Context
@@ -166,18 +166,9 @@ class InferenceService(kserve_grpc.GRPCInferenceServiceServicer):  # type: ignor
 
     async def RepositoryIndex(self, request: Any, context: Context) -> Any:
         async def index() -> Any:
-            registry = self._registry
             entry = kserve_pb2.RepositoryIndexResponse.ModelIndex
             return kserve_pb2.RepositoryIndexResponse(
-                models=[
-                    entry(
-                        name=registry.name,
-                        version=str(number),
-                        state=REPOSITORY_STATES[status.state],
-                        reason=status.error_message,
-                    )
-                    for number, status in sorted(registry.statuses.items())
-                ]
+                models=[entry(**model) for model in repository_index(self._registry)]
             )
 
         return await self.calls.run(context, KSERVE, SERVICE + "RepositoryIndex", index)

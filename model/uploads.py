@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import io
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -750,13 +750,17 @@ def generate(
     categories: Sequence[str] = tuple(CATEGORIES),
     seed: int = 0,
     workers: int = 1,
+    own_digits: bool = False,
 ) -> Iterator[Upload]:
     """The same `per_category` digits rendered as every category, in a fixed order (category,
-    then digit index): categories differ only in how the digits are rendered."""
-    digits = choose_digits(len(images), per_category, seed)
-    return _render_all(
-        images, labels, [(category, digits) for category in categories], seed, workers
-    )
+    then digit index): categories differ only in how the digits are rendered. With
+    `own_digits`, each category renders a sample of its own (more digits in all: a rare digit
+    counts once, not once per category)."""
+    plan = [
+        (category, choose_digits(len(images), per_category, seed, category if own_digits else None))
+        for category in categories
+    ]
+    return _render_all(images, labels, plan, seed, workers)
 
 
 def _render_all(
@@ -814,6 +818,16 @@ def rendered_training_inputs(
     return np.stack(inputs), np.asarray(targets, dtype=np.int64)
 
 
+def write_files(files: Iterable[tuple[str, str, bytes]], out: Path) -> int:
+    """Each (folder, file name, bytes) written under `out`; how many were."""
+    count = 0
+    for folder, name, data in files:
+        (out / folder).mkdir(parents=True, exist_ok=True)
+        (out / folder / name).write_bytes(data)
+        count += 1
+    return count
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Write realistic uploads of MNIST test digits.")
     parser.add_argument("--data", type=Path, required=True, help="MNIST .npz (uses x_test)")
@@ -825,14 +839,10 @@ def main(argv: list[str] | None = None) -> None:
     with np.load(args.data) as data:
         images, labels = data["x_test"], data["y_test"]
     categories = args.categories.split(",") if args.categories else list(CATEGORIES)
-    count = 0
-    for upload in generate(
+    uploads = generate(
         images, labels, per_category=args.per_category, categories=categories, seed=args.seed
-    ):
-        folder = args.out / upload.category
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / upload.filename).write_bytes(upload.data)
-        count += 1
+    )
+    count = write_files(((u.category, u.filename, u.data) for u in uploads), args.out)
     print(f"Wrote {count} uploads to {args.out}")
 
 

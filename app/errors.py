@@ -57,6 +57,17 @@ class InvalidRequestError(ServiceError):
     code = "invalid_request"
 
 
+class NotOneDigitError(ServiceError):
+    """Refused (CNN_SERVE_NON_DIGITS=refuse): the image is not one digit. The code is the
+    reason, `not_a_digit` or `several_digits`."""
+
+    status_code = 422
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.code = reason
+
+
 class InvalidArgumentError(ServiceError):
     """A protocol request (TensorFlow Serving, KServe v2) whose content the model cannot take."""
 

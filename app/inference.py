@@ -16,23 +16,26 @@ import numpy as np
 from app import metrics, observability
 from app.batching import Completed, MicroBatcher
 from app.decoding import open_image
+from app.detector import Reason
 from app.errors import InferenceTimeoutError, InvalidImageError, PayloadTooLargeError
-from app.models import LoadedModel, ModelRegistry, Work
+from app.models import Answer, LoadedModel, ModelRegistry, Work
 from app.preprocess import Preprocessed, preprocess_image
 
 # Images up to this many pixels are preprocessed on the event loop: a thread hop would cost
 # more than the work itself. Larger ones go to a thread pool so they never stall other requests.
 INLINE_MAX_PIXELS = 64 * 64
 
-ModelOutput = tuple[LoadedModel, np.ndarray]
+ModelOutput = tuple[LoadedModel, Answer]
 
 
 @dataclass(frozen=True, slots=True)
 class Classified:
-    """One image's probabilities, the model version that gave them, and where the time went."""
+    """One image's probabilities, whether it is one digit, the model version that gave them,
+    and where the time went."""
 
     model: LoadedModel
     probabilities: np.ndarray
+    reason: Reason | None  # Why it is not one digit; None: it is (or the version cannot tell).
     preprocessed: Preprocessed
     decode_s: float
     queue_s: float
@@ -143,9 +146,15 @@ class InferenceService:
 def _classified(
     preprocessed: Preprocessed, completed: Completed[ModelOutput], decode_s: float
 ) -> Classified:
-    model, probabilities = completed.value
+    model, answer = completed.value
     classified = Classified(
-        model, probabilities, preprocessed, decode_s, completed.queue_s, completed.inference_s
+        model,
+        answer.probabilities,
+        answer.reason,
+        preprocessed,
+        decode_s,
+        completed.queue_s,
+        completed.inference_s,
     )
     _record(classified)
     return classified
@@ -159,3 +168,5 @@ def _record(classified: Classified) -> None:
     metrics.CONFIDENCE.observe(float(classified.probabilities[best]))
     if classified.preprocessed.inverted:
         metrics.INVERTED.inc()
+    if classified.reason is not None:
+        metrics.not_one_digit(classified.reason).inc()

@@ -81,6 +81,11 @@ CONFIDENCE = Histogram(
     "The top class's probability: a shift downwards is a sign of drift.",
     buckets=(0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0),
 )
+NOT_ONE_DIGIT = Counter(
+    "cnn_serve_not_one_digit_total",
+    "Inputs the detector said are not one digit, by reason (not_a_digit, several_digits).",
+    ["reason"],
+)
 INVERTED = Counter("cnn_serve_inverted_uploads_total", "Uploads of dark ink on a light background.")
 
 
@@ -88,6 +93,11 @@ INVERTED = Counter("cnn_serve_inverted_uploads_total", "Uploads of dark ink on a
 def predictions_of(label: str) -> Any:
     """The predictions counter of one label (a labelled child costs a lookup to find)."""
     return PREDICTIONS.labels(label)
+
+
+@functools.cache
+def not_one_digit(reason: str) -> Any:
+    return NOT_ONE_DIGIT.labels(reason)
 
 
 def scrape() -> tuple[bytes, str]:

@@ -15,6 +15,7 @@ import numpy as np
 
 from app import metrics
 from app.config import Settings
+from app.detector import Detector, Reason, load_detector
 from app.errors import ModelNotFoundError, NotReadyError
 from app.model_format import (
     INPUT_SIDE,
@@ -27,6 +28,15 @@ from app.model_format import (
     read_metadata,
 )
 from app.runtimes import Runtime, load_runner
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The model's probabilities for one input, and why it is not one digit (None: it is, or
+    the version has no detector)."""
+
+    probabilities: np.ndarray
+    reason: Reason | None
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,10 +53,21 @@ class LoadedModel:
     runtime_reason: str  # Why this runtime executes the version (a fallback says so).
     signature: Signature
     run: Runner = field(repr=False)
+    # Says which inputs are not one digit; None: the version is served without that check.
+    detector: Detector | None = field(default=None, repr=False)
 
     def predict_batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """(N, 28, 28) images -> (N, classes) probabilities. Blocking: call it off the loop."""
         return self.run(np.stack(images).astype(np.float32, copy=False)[..., np.newaxis])
+
+    def answer_batch(self, images: Sequence[np.ndarray]) -> list[Answer]:
+        """(N, 28, 28) images -> the probabilities of each, and whether it is one digit."""
+        batch = np.stack(images).astype(np.float32, copy=False)
+        probabilities = self.run(batch[..., np.newaxis])
+        if self.detector is None:
+            return [Answer(row, None) for row in probabilities]
+        reasons = self.detector.reasons(batch, probabilities)
+        return [Answer(row, reason) for row, reason in zip(probabilities, reasons, strict=True)]
 
     def warm_up(self, batch_sizes: Iterable[int]) -> None:
         """Run every batch size once so the first real requests do not pay for set-up."""
@@ -87,6 +108,7 @@ def load_model(version_dir: Path, settings: Settings) -> LoadedModel:
         inter_op_threads=settings.tf_inter_op_threads,
         cache_dir=settings.compile_cache_dir,
     )
+    detector = load_detector(version_dir, metadata, len(labels))
     return LoadedModel(
         name=str(metadata.get("name", version_dir.parent.name)),
         version=int(version_dir.name),
@@ -98,6 +120,7 @@ def load_model(version_dir: Path, settings: Settings) -> LoadedModel:
         runtime_reason=runtime_reason,
         signature=signature,
         run=run,
+        detector=detector,
     )
 
 
@@ -191,15 +214,15 @@ class ModelRegistry:
             numbers = [self.resolve(name, version, label).version]
         return [(number, self.statuses[number]) for number in numbers]
 
-    def predict_batch(self, work: Sequence[Work]) -> list[tuple[LoadedModel, np.ndarray]]:
+    def predict_batch(self, work: Sequence[Work]) -> list[tuple[LoadedModel, Answer]]:
         """Each image through the version it was queued for; one model call per version."""
-        results: list[tuple[LoadedModel, np.ndarray] | None] = [None] * len(work)
+        results: list[tuple[LoadedModel, Answer] | None] = [None] * len(work)
         groups: dict[int, list[int]] = {}
         for index, (_, model) in enumerate(work):
             groups.setdefault(id(model), []).append(index)
         for indices in groups.values():
             model = work[indices[0]][1]
-            probabilities = model.predict_batch([work[index][0] for index in indices])
-            for index, row in zip(indices, probabilities, strict=True):
-                results[index] = (model, row)
+            answers = model.answer_batch([work[index][0] for index in indices])
+            for index, answer in zip(indices, answers, strict=True):
+                results[index] = (model, answer)
         return [result for result in results if result is not None]

@@ -6,7 +6,7 @@ validates real bodies against it notices a field that drifted in or out.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -52,6 +52,17 @@ class Prediction(Strict):
     probabilities: dict[str, float] = Field(
         description="Every class name and its probability, in class order.",
         examples=[{label: (0.998 if label == "7" else 0.0002) for label in DIGITS}],
+    )
+    is_digit: bool | None = Field(
+        description="Whether the image is one digit, as the version's detector judges it: false "
+        "for a letter, a symbol, a drawing, a photo, or several digits side by side (then "
+        "`label` is only the model's best guess). null when the version has no detector.",
+        examples=[True],
+    )
+    reason: Literal["not_a_digit", "several_digits"] | None = Field(
+        None,
+        description="Why `is_digit` is false; absent otherwise.",
+        exclude_if=lambda value: value is None,
     )
     model: ModelRef
     explain: Explanation | None = Field(

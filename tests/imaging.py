@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
@@ -43,3 +44,29 @@ def similarity(first: np.ndarray, second: np.ndarray) -> float:
         for dy in (-1, 0, 1)
         for dx in (-1, 0, 1)
     )
+
+
+def printed(text: str, font_file: str, size: tuple[int, int] = (240, 200)) -> bytes:
+    """Dark print on white paper (a scan of a sheet with `text` on it), as PNG. `font_file` is
+    one of the fonts inside matplotlib's wheel, so every machine has it."""
+    from PIL import ImageDraw, ImageFont
+
+    from model.non_digits import matplotlib_fonts
+
+    image = Image.new("L", size, 245)
+    face = ImageFont.truetype(str(matplotlib_fonts() / font_file), size[1] * 3 // 5)
+    centre = (size[0] // 2, size[1] // 2)
+    ImageDraw.Draw(image).text(centre, text, fill=20, font=face, anchor="mm")
+    return encode(image)
+
+
+def written_number(digits: Sequence[np.ndarray], gap: int = 2) -> bytes:
+    """MNIST digits written side by side, as a number is: each cropped to its ink, `gap` px
+    apart, as one PNG."""
+    crops = []
+    for digit in digits:
+        columns = np.flatnonzero(digit.max(axis=0) > 0)
+        crops.append(digit[:, columns[0] : columns[-1] + 1])
+    spacer = np.zeros((digits[0].shape[0], gap), dtype=np.uint8)
+    parts = [part for crop in crops for part in (crop, spacer)][:-1]
+    return png(np.pad(np.concatenate(parts, axis=1), ((0, 0), (4, 4))))

@@ -20,7 +20,7 @@ from app.main import create_app
 from app.model_format import ModelLoadError
 from app.preprocess import preprocess
 from tests.conftest import COMMITTED_MODEL_BASE, COMMITTED_VERSION
-from tests.imaging import canvas_drawing, encode, paper_photo, png
+from tests.imaging import canvas_drawing, encode, paper_photo, png, printed, written_number
 
 pytestmark = pytest.mark.slow
 
@@ -209,6 +209,47 @@ def test_batch_endpoint_reports_each_file(client: TestClient, digits):
     assert results[1]["prediction"] is None
     assert results[1]["error"]["code"] == "invalid_image"
     assert results[2]["prediction"]["label"] == str(labels[1])
+
+
+LETTER_A = "DejaVuSerif-Bold.ttf"  # A font the detector was not trained on.
+
+
+def test_a_printed_letter_is_not_a_digit(client: TestClient, digits):
+    response = client.post(
+        "/predict", files={"file": ("a.png", printed("A", LETTER_A), "image/png")}
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["is_digit"] is False
+    assert body["reason"] == "not_a_digit"
+    assert body["label"] in body["probabilities"]  # The model's guess is still there.
+    digit = client.post(
+        "/predict", content=png(digits[0][0]), headers={"content-type": "image/png"}
+    )
+    assert digit.json()["is_digit"] is True
+    assert "reason" not in digit.json()
+    metrics = client.get("/metrics").text
+    assert 'cnn_serve_not_one_digit_total{reason="not_a_digit"}' in metrics
+
+
+def test_non_digits_can_be_refused(digits, make_settings):
+    images, _ = digits
+    number = written_number(images[:2])
+    with TestClient(create_app(make_settings(non_digits="refuse"))) as refusing:
+        letter = refusing.post("/predict", files={"file": ("A.png", printed("A", LETTER_A))})
+        assert_error(letter, 422, "not_a_digit")
+        files = [
+            ("files", ("7.png", png(images[0]), "image/png")),
+            ("files", ("42.png", number, "image/png")),
+            ("files", ("A.png", printed("A", LETTER_A), "image/png")),
+        ]
+        results = refusing.post("/predict/batch", files=files).json()["results"]
+    assert results[0]["prediction"]["is_digit"] is True
+    assert [result["error"] and result["error"]["code"] for result in results] == [
+        None,
+        "several_digits",
+        "not_a_digit",
+    ]
 
 
 def test_batch_file_count_is_bounded(digits, make_settings):

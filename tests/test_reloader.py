@@ -176,6 +176,6 @@ async def test_a_retired_version_still_answers_what_was_queued_for_it(model_dir,
     await reloader.sync()
     await reloader.sync()
     assert 1 not in registry.served
-    [(model, probabilities)] = registry.predict_batch([(np.zeros((28, 28), np.float32), old)])
+    [(model, answer)] = registry.predict_batch([(np.zeros((28, 28), np.float32), old)])
     assert model.version == 1
-    assert probabilities.shape == (10,)
+    assert answer.probabilities.shape == (10,)

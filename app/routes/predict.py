@@ -12,8 +12,9 @@ from PIL import Image
 from starlette.responses import Response
 
 from app.dependencies import ready_services
+from app.detector import Reason
 from app.error_handlers import error_detail
-from app.errors import InvalidRequestError, ServiceError
+from app.errors import InvalidRequestError, NotOneDigitError, ServiceError
 from app.inference import Classified
 from app.preprocess import Preprocessed
 from app.routes.direct import DirectRoute
@@ -72,13 +73,26 @@ BATCH_UPLOAD = {
 }
 
 
-def prediction(classified: Classified, explain: bool) -> Prediction:
+NOT_ONE_DIGIT_MESSAGES = {
+    Reason.NOT_A_DIGIT: "This does not look like a digit.",
+    Reason.SEVERAL_DIGITS: "This looks like several digits; send one digit per image.",
+}
+
+
+def prediction(classified: Classified, explain: bool, refuse_non_digits: bool) -> Prediction:
+    """The answer for one image, or `NotOneDigitError` when that is asked for and it is not a
+    digit."""
+    reason = classified.reason
+    if reason is not None and refuse_non_digits:
+        raise NotOneDigitError(reason, NOT_ONE_DIGIT_MESSAGES[reason])
     labels, probabilities = classified.model.labels, classified.probabilities
     best = int(probabilities.argmax())
     return Prediction(
         label=labels[best],
         confidence=float(probabilities[best]),
         probabilities=dict(zip(labels, probabilities.tolist(), strict=True)),
+        is_digit=None if classified.model.detector is None else reason is None,
+        reason=reason,
         model=ModelRef(name=classified.model.name, version=classified.model.version),
         explain=explanation(classified.preprocessed) if explain else None,
     )
@@ -131,8 +145,26 @@ async def predict(request: Request) -> Response:
     explain = explain_requested(request)
     data, _ = await read_image(request)
     classified = await services.inference.classify(data)
-    body = prediction(classified, explain)
+    body = prediction(classified, explain, services.settings.non_digits == "refuse")
     return json_response(body, {"Server-Timing": server_timing(classified)})
+
+
+def batch_item(
+    filename: str | None,
+    outcome: Classified | ServiceError,
+    explain: bool,
+    refuse_non_digits: bool,
+) -> BatchItem:
+    if isinstance(outcome, ServiceError):
+        error = outcome
+    else:
+        try:
+            return BatchItem(
+                filename=filename, prediction=prediction(outcome, explain, refuse_non_digits)
+            )
+        except NotOneDigitError as refused:
+            error = refused
+    return BatchItem(filename=filename, prediction=None, error=error_detail(error))
 
 
 @router.post(
@@ -151,14 +183,10 @@ async def predict_batch(request: Request) -> Response:
     outcomes = await asyncio.gather(
         *(services.inference.classify(data) for data, _ in uploads), return_exceptions=True
     )
+    refuse_non_digits = services.settings.non_digits == "refuse"
     results = []
     for (_, filename), outcome in zip(uploads, outcomes, strict=True):
-        if isinstance(outcome, ServiceError):
-            results.append(
-                BatchItem(filename=filename, prediction=None, error=error_detail(outcome))
-            )
-        elif isinstance(outcome, BaseException):
+        if isinstance(outcome, BaseException) and not isinstance(outcome, ServiceError):
             raise outcome
-        else:
-            results.append(BatchItem(filename=filename, prediction=prediction(outcome, explain)))
+        results.append(batch_item(filename, outcome, explain, refuse_non_digits))
     return json_response(BatchResponse(results=results))

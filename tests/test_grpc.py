@@ -38,7 +38,7 @@ from app.rpc.protos import (
     types_pb2,
 )
 from tests.conftest import COMMITTED_VERSION
-from tests.imaging import encode, paper_photo, png
+from tests.imaging import encode, paper_photo, png, written_number
 from tests.server import free_port, running_server, server_process
 
 pytestmark = pytest.mark.slow
@@ -140,6 +140,19 @@ def test_tritonclient_classifies_tensors_and_encoded_images(served: tuple[str, s
     classes = result.as_numpy("output_0")
     assert classes.shape == (8, 2)
     assert [int(row[0].decode().split(":")[1]) for row in classes] == list(labels[:8])
+
+
+def test_the_digit_check_comes_with_the_probabilities(served: tuple[str, str], digits):
+    images, labels = digits
+    client = triton.InferenceServerClient(served[1])
+    uploads = triton.InferInput("image", [2], "BYTES")
+    number = written_number(images[1:3])
+    uploads.set_data_from_numpy(np.array([png(images[0]), number], dtype=object))
+    result = client.infer("mnist", [uploads])  # No output named: every output.
+    assert result.as_numpy("output_0").argmax(axis=1)[0] == labels[0]
+    assert list(result.as_numpy("digit_check")) == [b"digit", b"several_digits"]
+    outputs = client.get_model_metadata("mnist").outputs
+    assert [output.name for output in outputs] == ["output_0", "digit_check"]
 
 
 def test_typed_contents_give_the_same_answer_as_raw(served: tuple[str, str], digits, channel):
@@ -249,6 +262,24 @@ def test_tfserving_predict_tensors_and_images(channel, digits):
     response = stub.Predict(request, timeout=10)
     assert list(probabilities_of(response.outputs["output_0"]).argmax(axis=1)) == list(labels[:8])
     assert response.model_spec.version.value == COMMITTED_VERSION
+
+
+def test_tfserving_digit_check_signature(channel, digits):
+    images, _ = digits
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "mnist"
+    request.model_spec.signature_name = "digit_check"
+    encoded = request.inputs["image"]
+    encoded.dtype = types_pb2.DT_STRING
+    encoded.tensor_shape.dim.add(size=2)
+    encoded.string_val.extend([png(images[0]), written_number(images[1:3])])
+    response = stub.Predict(request, timeout=10)
+    assert list(response.outputs["digit_check"].string_val) == [b"digit", b"several_digits"]
+    assert probabilities_of(response.outputs["output_0"]).shape == (2, 10)
+    assert response.model_spec.signature_name == "digit_check"
+    request.output_filter.append("digit_check")
+    assert list(stub.Predict(request, timeout=10).outputs) == ["digit_check"]
 
 
 def test_tfserving_classify_metadata_and_status(channel, digits):

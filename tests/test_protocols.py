@@ -25,7 +25,7 @@ from tritonclient.utils import InferenceServerException
 from app.config import Settings
 from app.main import create_app
 from tests.conftest import COMMITTED_MODEL_BASE
-from tests.imaging import encode, paper_photo, png
+from tests.imaging import encode, paper_photo, png, printed, written_number
 from tests.server import running_server
 
 pytestmark = pytest.mark.slow
@@ -78,7 +78,28 @@ def test_server_and_model_metadata(client, served):
     model = client.get_model_metadata("mnist")
     assert model["versions"] == [str(served["version"])]
     assert model["inputs"] == [{"name": "image", "datatype": "FP32", "shape": [-1, 28, 28, 1]}]
-    assert model["outputs"] == [{"name": "output_0", "datatype": "FP32", "shape": [-1, 10]}]
+    assert model["outputs"] == [
+        {"name": "output_0", "datatype": "FP32", "shape": [-1, 10]},
+        {"name": "digit_check", "datatype": "BYTES", "shape": [-1]},
+    ]
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_the_digit_check_says_what_is_not_one_digit(client, digits, binary):
+    images, _ = digits
+    uploads = [
+        png(images[0]),
+        printed("K", "DejaVuSerif.ttf"),
+        written_number(images[1:3]),
+    ]
+    tensor = np.array(uploads if binary else [b64(data) for data in uploads], dtype=object)
+    image = triton.InferInput("image", [3], "BYTES")
+    image.set_data_from_numpy(tensor, binary_data=binary)
+    check = triton.InferRequestedOutput("digit_check", binary_data=binary)
+    result = client.infer("mnist", [image], outputs=[check])
+    said = [item.decode() if binary else item for item in result.as_numpy("digit_check")]
+    assert said == ["digit", "not_a_digit", "several_digits"]
+    assert result.as_numpy("output_0") is None  # Only what was asked for.
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
@@ -226,6 +247,25 @@ def test_tf_serving_status_and_metadata(base_url, served):
     dims = signature["inputs"]["image"]["tensor_shape"]["dim"]
     assert [dim["size"] for dim in dims] == ["-1", "28", "28", "1"]
     assert signature["method_name"] == "tensorflow/serving/predict"
+    checked = metadata["metadata"]["signature_def"]["signature_def"]["digit_check"]
+    assert sorted(checked["outputs"]) == ["digit_check", "output_0"]
+
+
+def test_tfserving_digit_check_signature(base_url, digits):
+    images, labels = digits
+    number = written_number(images[1:3])
+    instances = [{"b64": b64(png(images[0]))}, {"b64": b64(number)}]
+    rows = {"signature_name": "digit_check", "instances": instances}
+    predictions = httpx.post(f"{base_url}/v1/models/mnist:predict", json=rows).json()["predictions"]
+    assert [row["digit_check"] for row in predictions] == ["digit", "several_digits"]
+    assert np.argmax(predictions[0]["output_0"]) == labels[0]
+    columns = {"signature_name": "digit_check", "inputs": instances}
+    outputs = httpx.post(f"{base_url}/v1/models/mnist:predict", json=columns).json()["outputs"]
+    assert outputs["digit_check"] == ["digit", "several_digits"]
+    assert len(outputs["output_0"]) == 2
+    classify = {"signature_name": "digit_check", "examples": [{"image": instances[0]}]}
+    refused = httpx.post(f"{base_url}/v1/models/mnist:classify", json=classify)
+    assert refused.status_code == 400
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,8 @@ classification extensions, over the same registry and batcher.
 The input is the model's one input, either as FP32 [N,28,28,1], [N,28,28] or [N,784] (pixels in
 0-255) or as BYTES [N] of encoded images, which go through the same preprocessing as uploads
 (base64 strings in JSON; length-prefixed bytes in binary). The output is FP32 [N, classes] of
-probabilities, or with `"classification": k` the k best classes as "score:index:label".
+probabilities, or with `"classification": k` the k best classes as "score:index:label"; a client
+may also ask for `digit_check`, BYTES [N]: "digit", "not_a_digit" or "several_digits".
 `tritonclient` sends binary requests without a Content-Type, so the body is read as it comes.
 """
 
@@ -20,9 +21,18 @@ from starlette.responses import JSONResponse, Response
 
 from app.dependencies import Services, accepting_traffic, ready_services
 from app.errors import InvalidArgumentError
+from app.inference import Classified
 from app.model_format import INPUT_SHAPE
 from app.models import LoadedModel, ModelRegistry
-from app.protocols import EXTENSIONS, PLATFORM, SERVER_NAME, version_number
+from app.protocols import (
+    DIGIT_CHECK_OUTPUT,
+    EXTENSIONS,
+    PLATFORM,
+    SERVER_NAME,
+    digit_checks,
+    output_names,
+    version_number,
+)
 from app.routes.direct import DirectRoute
 from app.routes.openapi import path_parameters, protocol_error_responses
 from app.tensors import (
@@ -93,7 +103,12 @@ async def model_metadata(request: Request) -> Response:
                     "name": model.signature.output_name,
                     "datatype": "FP32",
                     "shape": [-1, model.signature.num_classes],
-                }
+                },
+                *(
+                    [{"name": DIGIT_CHECK_OUTPUT, "datatype": "BYTES", "shape": [-1]}]
+                    if model.detector is not None
+                    else []
+                ),
             ],
         }
     )
@@ -115,8 +130,7 @@ async def infer(request: Request) -> Response:
     images_or_pixels, count = _read_input(inputs[0], binary, model, services)
     requested = _requested_outputs(header, model)
     classified = await services.inference.classify_tensor(images_or_pixels, model)
-    probabilities = np.stack([item.probabilities for item in classified]).astype("<f4")
-    return _response(header, model, requested, probabilities, count)
+    return _response(header, model, requested, classified, count)
 
 
 def _split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
@@ -198,17 +212,17 @@ def _data(tensor: dict[str, Any]) -> Any:
 def _requested_outputs(header: dict[str, Any], model: LoadedModel) -> list[_RequestedOutput]:
     binary_by_default = bool(_parameters(header, "The request").get("binary_data_output", False))
     outputs = header.get("outputs")
-    if outputs is None:
-        return [_RequestedOutput(model.signature.output_name, binary_by_default, 0)]
+    if outputs is None:  # The protocol's default: every output.
+        return [_RequestedOutput(name, binary_by_default, 0) for name in output_names(model)]
     if not isinstance(outputs, list):
         raise InvalidArgumentError("'outputs' must be a list.")
     requested = []
     for output in outputs:
         name = output.get("name") if isinstance(output, dict) else None
-        if name != model.signature.output_name:
+        if name not in output_names(model):
             raise InvalidArgumentError(
-                f"Unexpected inference output '{name}' for model '{model.name}': its output is "
-                f"'{model.signature.output_name}'."
+                f"Unexpected inference output '{name}' for model '{model.name}': its outputs are "
+                f"{output_names(model)}."
             )
         options = _parameters(output, f"Output '{name}'")
         classification = options.get("classification", 0)
@@ -225,13 +239,21 @@ def _response(
     header: dict[str, Any],
     model: LoadedModel,
     requested: list[_RequestedOutput],
-    probabilities: np.ndarray,
+    classified: list[Classified],
     count: int,
 ) -> Response:
+    probabilities = np.stack([item.probabilities for item in classified]).astype("<f4")
     outputs, blobs = [], []
     for output in requested:
         tensor: dict[str, Any] = {"name": output.name}
-        if output.classification:
+        if output.name == DIGIT_CHECK_OUTPUT:
+            checks = digit_checks(classified)
+            tensor |= {"datatype": "BYTES", "shape": [count]}
+            if output.binary:
+                blobs.append(join_bytes_elements([check.encode() for check in checks]))
+            else:
+                tensor["data"] = checks
+        elif output.classification:
             strings = classification_strings(probabilities, model.labels, output.classification)
             tensor |= {"datatype": "BYTES", "shape": [count, output.classification]}
             if output.binary:

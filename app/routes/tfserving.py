@@ -4,7 +4,9 @@
     GET  /v1/models/{name}[/versions/{version}|/labels/{label}][/metadata]
 
 An instance is the model input as numbers (28x28, 28x28x1 or 784, in 0-255) or an encoded
-image as `{"b64": "..."}`, which goes through the same preprocessing as an upload.
+image as `{"b64": "..."}`, which goes through the same preprocessing as an upload. The signature
+`digit_check` answers the probabilities and, as a second output, "digit", "not_a_digit" or
+"several_digits" for each instance.
 """
 
 from __future__ import annotations
@@ -23,6 +25,12 @@ from app.errors import InvalidArgumentError, MalformedRequestError
 from app.inference import Classified
 from app.model_format import INPUT_SHAPE, SIGNATURE_NAME
 from app.models import LoadedModel
+from app.protocols import (
+    DIGIT_CHECK_OUTPUT,
+    DIGIT_CHECK_SIGNATURE,
+    digit_checks,
+    signature_names,
+)
 from app.routes.direct import DirectRoute
 from app.routes.openapi import path_parameters, protocol_error_responses
 from app.tensors import from_base64, model_inputs, top_classes
@@ -78,10 +86,15 @@ async def _body(request: Request) -> dict[str, Any]:
         raise InvalidArgumentError(f"JSON Parse error: {error}") from None
     if not isinstance(body, dict):
         raise InvalidArgumentError("The request body must be a JSON object.")
-    signature_name = body.get("signature_name", SIGNATURE_NAME)
-    if signature_name != SIGNATURE_NAME:
-        raise InvalidArgumentError(f'Serving signature key "{signature_name}" not found.')
     return body
+
+
+def _signature(body: dict[str, Any], model: LoadedModel, allowed: list[str]) -> str:
+    """The signature a request names (the default one if none), if it is one of `allowed`."""
+    name = body.get("signature_name", SIGNATURE_NAME)
+    if name not in signature_names(model) or name not in allowed:
+        raise InvalidArgumentError(f'Serving signature key "{name}" not found.')
+    return str(name)
 
 
 def _served(request: Request) -> tuple[Services, LoadedModel]:
@@ -127,6 +140,7 @@ def _unwrap(instance: Any, model: LoadedModel) -> Any:
 async def predict(request: Request) -> Response:
     services, model = _served(request)
     body = await _body(request)
+    checked = _signature(body, model, signature_names(model)) == DIGIT_CHECK_SIGNATURE
     if ("instances" in body) == ("inputs" in body):
         raise InvalidArgumentError("Send either 'instances' (row format) or 'inputs' (columnar).")
     if "instances" in body:
@@ -134,7 +148,20 @@ async def predict(request: Request) -> Response:
         if not isinstance(instances, list):
             raise InvalidArgumentError("'instances' must be a list.")
         classified = await _classify(services, model, instances, "instances")
-        return JSONResponse({"predictions": [item.probabilities.tolist() for item in classified]})
+        if not checked:
+            return JSONResponse(
+                {"predictions": [item.probabilities.tolist() for item in classified]}
+            )
+        rows = zip(classified, digit_checks(classified), strict=True)
+        output = model.signature.output_name
+        return JSONResponse(
+            {
+                "predictions": [
+                    {output: item.probabilities.tolist(), DIGIT_CHECK_OUTPUT: check}
+                    for item, check in rows
+                ]
+            }
+        )
     inputs = body["inputs"]
     if isinstance(inputs, dict):
         if set(inputs) != {model.signature.input_name}:
@@ -145,12 +172,23 @@ async def predict(request: Request) -> Response:
     if not isinstance(inputs, list):
         raise InvalidArgumentError("'inputs' must be a list of instances.")
     classified = await _classify(services, model, inputs, "inputs")
-    return JSONResponse({"outputs": [item.probabilities.tolist() for item in classified]})
+    probabilities = [item.probabilities.tolist() for item in classified]
+    if not checked:
+        return JSONResponse({"outputs": probabilities})
+    return JSONResponse(
+        {
+            "outputs": {
+                model.signature.output_name: probabilities,
+                DIGIT_CHECK_OUTPUT: digit_checks(classified),
+            }
+        }
+    )
 
 
 async def classify(request: Request) -> Response:
     services, model = _served(request)
     body = await _body(request)
+    _signature(body, model, [SIGNATURE_NAME])
     examples, context = body.get("examples"), body.get("context", {})
     if not isinstance(examples, list) or not isinstance(context, dict):
         raise InvalidArgumentError("'examples' must be a list of feature maps, 'context' a map.")
@@ -198,9 +236,9 @@ async def status(request: Request) -> Response:
     )
 
 
-def _tensor_info(shape: list[int], tensor: str) -> dict[str, Any]:
+def _tensor_info(shape: list[int], tensor: str, dtype: str = "DT_FLOAT") -> dict[str, Any]:
     return {
-        "dtype": "DT_FLOAT",
+        "dtype": dtype,
         "tensor_shape": {
             "dim": [{"size": str(size), "name": ""} for size in shape],
             "unknown_rank": False,
@@ -212,7 +250,7 @@ def _tensor_info(shape: list[int], tensor: str) -> dict[str, Any]:
 async def metadata(request: Request) -> Response:
     _, model = _served(request)
     signature = model.signature
-    signature_def = {
+    signature_def: dict[str, Any] = {
         "inputs": {
             signature.input_name: _tensor_info(
                 [-1, *INPUT_SHAPE], f"{SIGNATURE_NAME}_{signature.input_name}:0"
@@ -225,6 +263,11 @@ async def metadata(request: Request) -> Response:
         },
         "method_name": "tensorflow/serving/predict",
     }
+    signature_defs = {SIGNATURE_NAME: signature_def}
+    if DIGIT_CHECK_SIGNATURE in signature_names(model):
+        check = _tensor_info([-1], DIGIT_CHECK_OUTPUT, "DT_STRING")
+        outputs = {**signature_def["outputs"], DIGIT_CHECK_OUTPUT: check}
+        signature_defs[DIGIT_CHECK_SIGNATURE] = {**signature_def, "outputs": outputs}
     return JSONResponse(
         {
             "model_spec": {
@@ -232,7 +275,7 @@ async def metadata(request: Request) -> Response:
                 "signature_name": "",
                 "version": str(model.version),
             },
-            "metadata": {"signature_def": {"signature_def": {SIGNATURE_NAME: signature_def}}},
+            "metadata": {"signature_def": {"signature_def": signature_defs}},
         }
     )
 

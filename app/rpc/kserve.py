@@ -4,7 +4,8 @@
 `ModelInfer` takes the model's one input as FP32 [N,28,28,1], [N,28,28] or [N,784] (pixels in
 0-255), or as BYTES [N] of encoded images, each either in `raw_input_contents` or in the tensor's
 typed contents; it answers FP32 [N, classes] of probabilities in `raw_output_contents`, or with
-the `classification` parameter on an output the k best classes as "score:index:label".
+the `classification` parameter on an output the k best classes as "score:index:label"; a client
+may also ask for `digit_check`, BYTES [N]: "digit", "not_a_digit" or "several_digits".
 """
 
 from __future__ import annotations
@@ -14,13 +15,17 @@ from typing import Any
 import numpy as np
 
 from app.errors import InvalidArgumentError
+from app.inference import Classified
 from app.model_format import INPUT_SHAPE
 from app.models import LoadedModel
 from app.protocols import (
+    DIGIT_CHECK_OUTPUT,
     EXTENSIONS,
     PLATFORM,
     SERVER_NAME,
     SERVER_VERSION,
+    digit_checks,
+    output_names,
     repository_index,
     version_number,
 )
@@ -97,7 +102,12 @@ class InferenceService(kserve_grpc.GRPCInferenceServiceServicer):  # type: ignor
                         name=signature.output_name,
                         datatype="FP32",
                         shape=[-1, signature.num_classes],
-                    )
+                    ),
+                    *(
+                        [tensor(name=DIGIT_CHECK_OUTPUT, datatype="BYTES", shape=[-1])]
+                        if model.detector is not None
+                        else []
+                    ),
                 ],
             )
 
@@ -107,10 +117,9 @@ class InferenceService(kserve_grpc.GRPCInferenceServiceServicer):  # type: ignor
         async def infer() -> Any:
             model = self._model(request.model_name, request.model_version)
             data = self._input(request, model)
-            classes = self._requested_classes(request, model)
+            requested = self._requested_outputs(request, model)
             classified = await self.calls.services.inference.classify_tensor(data, model)
-            probabilities = np.stack([item.probabilities for item in classified])
-            return _response(request, model, probabilities, classes)
+            return _response(request, model, classified, requested)
 
         return await self.calls.run(context, KSERVE, SERVICE + "ModelInfer", infer, inference=True)
 
@@ -148,21 +157,26 @@ class InferenceService(kserve_grpc.GRPCInferenceServiceServicer):  # type: ignor
         )
 
     @staticmethod
-    def _requested_classes(request: Any, model: LoadedModel) -> int:
-        """0 for probabilities, or k for the `classification` of the k best classes."""
-        output = model.signature.output_name
-        if not request.outputs:
-            return 0
-        if len(request.outputs) != 1 or request.outputs[0].name != output:
-            given = [requested.name for requested in request.outputs]
-            raise InvalidArgumentError(f"The model's one output is '{output}'; got {given}.")
-        parameter = request.outputs[0].parameters.get("classification")
-        if parameter is None:
-            return 0
-        classes = parameter.int64_param
-        if parameter.WhichOneof("parameter_choice") != "int64_param" or classes < 0:
-            raise InvalidArgumentError("'classification' must be a whole number of classes.")
-        return min(int(classes), model.signature.num_classes)
+    def _requested_outputs(request: Any, model: LoadedModel) -> list[tuple[str, int]]:
+        """(name, 0 for probabilities or k for the `classification` of the k best classes) of
+        each output asked for, or of every output when none is."""
+        if not request.outputs:  # The protocol's default: every output.
+            return [(name, 0) for name in output_names(model)]
+        requested = []
+        for output in request.outputs:
+            if output.name not in output_names(model):
+                raise InvalidArgumentError(
+                    f"Unexpected output '{output.name}': the outputs are {output_names(model)}."
+                )
+            parameter = output.parameters.get("classification")
+            if parameter is None:
+                requested.append((output.name, 0))
+                continue
+            classes = parameter.int64_param
+            if parameter.WhichOneof("parameter_choice") != "int64_param" or classes < 0:
+                raise InvalidArgumentError("'classification' must be a whole number of classes.")
+            requested.append((output.name, min(int(classes), model.signature.num_classes)))
+        return requested
 
     async def RepositoryIndex(self, request: Any, context: Context) -> Any:
         async def index() -> Any:
@@ -174,23 +188,37 @@ class InferenceService(kserve_grpc.GRPCInferenceServiceServicer):  # type: ignor
         return await self.calls.run(context, KSERVE, SERVICE + "RepositoryIndex", index)
 
 
-def _response(request: Any, model: LoadedModel, probabilities: np.ndarray, classes: int) -> Any:
-    output = kserve_pb2.ModelInferResponse.InferOutputTensor(name=model.signature.output_name)
-    if classes:
-        strings = classification_strings(probabilities, model.labels, classes)
-        output.datatype = "BYTES"
-        output.shape.extend([len(probabilities), classes])
-        raw = join_bytes_elements([text.encode() for text in strings])
-    else:
-        output.datatype = "FP32"
-        output.shape.extend(probabilities.shape)
-        raw = probabilities.astype("<f4").tobytes()
+def _response(
+    request: Any,
+    model: LoadedModel,
+    classified: list[Classified],
+    requested: list[tuple[str, int]],
+) -> Any:
+    probabilities = np.stack([item.probabilities for item in classified])
+    outputs, contents = [], []
+    for name, classes in requested:
+        output = kserve_pb2.ModelInferResponse.InferOutputTensor(name=name)
+        if name == DIGIT_CHECK_OUTPUT:
+            output.datatype = "BYTES"
+            output.shape.append(len(classified))
+            raw = join_bytes_elements([check.encode() for check in digit_checks(classified)])
+        elif classes:
+            strings = classification_strings(probabilities, model.labels, classes)
+            output.datatype = "BYTES"
+            output.shape.extend([len(probabilities), classes])
+            raw = join_bytes_elements([text.encode() for text in strings])
+        else:
+            output.datatype = "FP32"
+            output.shape.extend(probabilities.shape)
+            raw = probabilities.astype("<f4").tobytes()
+        outputs.append(output)
+        contents.append(raw)
     response = kserve_pb2.ModelInferResponse(
         model_name=model.name,
         model_version=str(model.version),
         id=request.id,
-        outputs=[output],
-        raw_output_contents=[raw],
+        outputs=outputs,
+        raw_output_contents=contents,
     )
     for key, value in request.parameters.items():
         response.parameters[key].CopyFrom(value)

@@ -18,6 +18,12 @@ from app.errors import InvalidArgumentError, UnimplementedError
 from app.inference import Classified
 from app.model_format import INPUT_SHAPE, SIGNATURE_NAME
 from app.models import LoadedModel, VersionState
+from app.protocols import (
+    DIGIT_CHECK_OUTPUT,
+    DIGIT_CHECK_SIGNATURE,
+    digit_checks,
+    signature_names,
+)
 from app.rpc.calls import TFSERVING, Calls, Context
 from app.rpc.protos import (
     classification_pb2,
@@ -80,6 +86,12 @@ def float_tensor(values: np.ndarray) -> Any:
     )
 
 
+def string_tensor(values: Sequence[bytes]) -> Any:
+    return tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_STRING, tensor_shape=_shape([len(values)]), string_val=values
+    )
+
+
 def _shape(sizes: Sequence[int]) -> Any:
     return tensor_shape_pb2.TensorShapeProto(
         dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=size) for size in sizes]
@@ -94,29 +106,45 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
     def _limit(self) -> int:
         return self.calls.services.settings.max_batch_files
 
-    def _model(self, spec: Any) -> LoadedModel:
-        if spec.signature_name not in ("", SIGNATURE_NAME):
-            raise InvalidArgumentError(f'Serving signature key "{spec.signature_name}" not found.')
-        return self.calls.services.inference.registry.resolve(spec.name, *_version_of(spec))
+    def _model(self, spec: Any, allow_digit_check: bool = False) -> tuple[LoadedModel, str]:
+        """The version a request names, and the signature (the default one if none)."""
+        model = self.calls.services.inference.registry.resolve(spec.name, *_version_of(spec))
+        name = spec.signature_name or SIGNATURE_NAME
+        allowed = signature_names(model) if allow_digit_check else [SIGNATURE_NAME]
+        if name not in allowed:
+            raise InvalidArgumentError(f'Serving signature key "{name}" not found.')
+        return model, name
 
     async def _classify(self, data: np.ndarray | Images, model: LoadedModel) -> list[Classified]:
         return await self.calls.services.inference.classify_tensor(data, model)
 
     async def Predict(self, request: Any, context: Context) -> Any:
         async def predict() -> Any:
-            model = self._model(request.model_spec)
+            model, signature = self._model(request.model_spec, allow_digit_check=True)
             name, output = model.signature.input_name, model.signature.output_name
             if set(request.inputs) != {name}:
                 raise InvalidArgumentError(
                     f"Expected one input, '{name}'; got {sorted(request.inputs)}."
                 )
-            if set(request.output_filter) - {output}:
-                raise InvalidArgumentError(f"The model's one output is '{output}'.")
+            outputs = [output] if signature == SIGNATURE_NAME else [output, DIGIT_CHECK_OUTPUT]
+            if set(request.output_filter) - set(outputs):
+                raise InvalidArgumentError(f"The signature's outputs are {outputs}.")
+            wanted = set(request.output_filter) or set(outputs)
             data = tensor_values(request.inputs[name], self._limit, f"Input '{name}'")
             classified = await self._classify(data, model)
-            response = predict_pb2.PredictResponse(model_spec=_spec(model))
-            probabilities = np.stack([item.probabilities for item in classified])
-            response.outputs[output].CopyFrom(float_tensor(probabilities))
+            response = predict_pb2.PredictResponse(model_spec=_spec(model, signature))
+            if output in wanted:
+                probabilities = np.stack([item.probabilities for item in classified])
+                response.outputs[output].CopyFrom(float_tensor(probabilities))
+            if DIGIT_CHECK_OUTPUT in wanted:
+                checks = [check.encode() for check in digit_checks(classified)]
+                response.outputs[DIGIT_CHECK_OUTPUT].CopyFrom(
+                    tensor_pb2.TensorProto(
+                        dtype=types_pb2.DT_STRING,
+                        tensor_shape=_shape([len(checks)]),
+                        string_val=checks,
+                    )
+                )
             return response
 
         return await self.calls.run(
@@ -125,7 +153,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
 
     async def Classify(self, request: Any, context: Context) -> Any:
         async def classify() -> Any:
-            model = self._model(request.model_spec)
+            model, _ = self._model(request.model_spec)
             data = self._examples(request.input, model)
             classified = await self._classify(data, model)
             probabilities = np.stack([item.probabilities for item in classified])
@@ -187,7 +215,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
 
     async def GetModelMetadata(self, request: Any, context: Context) -> Any:
         async def metadata() -> Any:
-            model = self._model(request.model_spec)
+            model, _ = self._model(request.model_spec)
             fields = set(request.metadata_field)
             if not fields:
                 raise InvalidArgumentError("metadata_field must name at least one field.")
@@ -254,8 +282,8 @@ def _version_of(spec: Any) -> tuple[int | None, str | None]:
     return (spec.version.value if spec.HasField("version") else None), spec.version_label or None
 
 
-def _spec(model: LoadedModel) -> Any:
-    spec = model_pb2.ModelSpec(name=model.name, signature_name=SIGNATURE_NAME)
+def _spec(model: LoadedModel, signature: str = SIGNATURE_NAME) -> Any:
+    spec = model_pb2.ModelSpec(name=model.name, signature_name=signature)
     spec.version.value = model.version
     return spec
 
@@ -263,10 +291,8 @@ def _spec(model: LoadedModel) -> Any:
 def _signatures(model: LoadedModel) -> Any:
     signature = model.signature
 
-    def info(name: str, sizes: Sequence[int]) -> Any:
-        return meta_graph_pb2.TensorInfo(
-            name=name, dtype=types_pb2.DT_FLOAT, tensor_shape=_shape(sizes)
-        )
+    def info(name: str, sizes: Sequence[int], dtype: int = types_pb2.DT_FLOAT) -> Any:
+        return meta_graph_pb2.TensorInfo(name=name, dtype=dtype, tensor_shape=_shape(sizes))
 
     signature_def = meta_graph_pb2.SignatureDef(
         inputs={
@@ -279,7 +305,15 @@ def _signatures(model: LoadedModel) -> Any:
         },
         method_name="tensorflow/serving/predict",
     )
-    return get_model_metadata_pb2.SignatureDefMap(signature_def={SIGNATURE_NAME: signature_def})
+    signature_defs = {SIGNATURE_NAME: signature_def}
+    if DIGIT_CHECK_SIGNATURE in signature_names(model):
+        checked = meta_graph_pb2.SignatureDef()
+        checked.CopyFrom(signature_def)
+        checked.outputs[DIGIT_CHECK_OUTPUT].CopyFrom(
+            info(DIGIT_CHECK_OUTPUT, [-1], types_pb2.DT_STRING)
+        )
+        signature_defs[DIGIT_CHECK_SIGNATURE] = checked
+    return get_model_metadata_pb2.SignatureDefMap(signature_def=signature_defs)
 
 
 def _numbers(feature: Any) -> list[float]:

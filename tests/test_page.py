@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.imaging import encode, paper_photo, png
+from tests.imaging import encode, paper_photo, png, printed
 from tests.server import running_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
@@ -143,6 +143,16 @@ def test_upload_a_png_and_a_jpeg_photo(page, digits, tmp_path: Path):
         page.set_input_files("#file", str(path))
         expect(page.locator("#label")).to_have_text(str(label), timeout=10_000)
         assert page.locator("#original").is_visible()
+
+
+def test_a_printed_letter_is_said_not_to_be_a_digit(page, tmp_path: Path):
+    letter = tmp_path / "letter.png"
+    letter.write_bytes(printed("A", "DejaVuSerif-Bold.ttf"))
+    page.set_input_files("#file", str(letter))
+    expect(page.locator("#label")).to_have_text("This doesn't look like a digit", timeout=10_000)
+    assert "best guess" in page.locator("#confidence").inner_text()
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "not-a-digit.png"))
 
 
 def test_an_invalid_file_shows_the_error_message(page, tmp_path: Path):

@@ -28,6 +28,10 @@ let pending = null;
 let timer = null;
 let originalUrl = null;
 let labels = [];
+const NOT_ONE_DIGIT = {
+  not_a_digit: "This doesn't look like a digit",
+  several_digits: "This looks like several digits",
+};
 
 function clearPad() {
   context.fillStyle = "#ffffff";
@@ -190,9 +194,18 @@ function serverMilliseconds(header) {
 function showPrediction(body, timing, roundTrip) {
   statusLine.hidden = true;
   labelLine.hidden = false;
-  document.getElementById("label").textContent = body.label;
-  document.getElementById("confidence").textContent =
-    `${(body.confidence * 100).toFixed(1)} % sure`;
+  const label = document.getElementById("label");
+  const guess = `${(body.confidence * 100).toFixed(1)} %`;
+  label.classList.toggle("not-a-digit", body.is_digit === false);
+  if (body.is_digit === false) {
+    // A big digit would be a wrong answer: say what the detector saw, the guess in small.
+    label.textContent = NOT_ONE_DIGIT[body.reason] ?? NOT_ONE_DIGIT.not_a_digit;
+    document.getElementById("confidence").textContent =
+      `(the model's best guess: ${body.label}, ${guess})`;
+  } else {
+    label.textContent = body.label;
+    document.getElementById("confidence").textContent = `${guess} sure`;
+  }
   const server = serverMilliseconds(timing);
   document.getElementById("latency").textContent =
     (server === null ? "" : `server ${server.toFixed(1)} ms · `) +

@@ -7,6 +7,9 @@ the official test set when the MNIST file is at hand.
 - `litert` float16 weights: post-training float16 quantisation (dequantised to float32 on CPUs).
 - `onnxruntime` float32: the SavedModel converted by tf2onnx (when both are installed).
 - `tensorflow`: the SavedModel's own signature.
+
+Then the version's non-digit detector (`app/detector.py`), which runs after the model on the
+same batch: its time adds to whichever runtime runs the model.
 """
 
 from __future__ import annotations
@@ -75,7 +78,36 @@ def measure(
                     None if test_set is None else _accuracy(run, *test_set),
                 )
             )
+    detector = _detector(version_dir)
+    if detector is not None:
+        figures.append(
+            RuntimeFigures(
+                "+ non-digit detector",
+                {size: _ms_per_image(detector, size) for size in BATCH_SIZES},
+                None,
+            )
+        )
     return figures
+
+
+def _detector(version_dir: Path) -> Runner | None:
+    """The version's detector of non-digits, as the service runs it after each model call
+    (its cost adds to the model's)."""
+    from app.detector import load_detector
+    from app.model_format import labels_of, read_metadata
+
+    metadata = read_metadata(version_dir)
+    classes = len(labels_of(metadata))
+    detector = load_detector(version_dir, metadata, classes)
+    if detector is None:
+        return None
+    found = detector
+
+    def run(batch: np.ndarray) -> np.ndarray:
+        probabilities = np.full((len(batch), classes), 1 / classes, np.float32)
+        return found.class_probabilities(batch[..., 0], probabilities)
+
+    return run
 
 
 def _ms_per_image(run: Runner, size: int) -> float:

@@ -15,20 +15,23 @@ training digits the model held out instead of the test digits: a second, indepen
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from app import tensorflow_runtime
 from app.config import Settings
+from app.detector import DIGIT
 from app.model_format import labels_of, profile_of, read_metadata
 from app.models import load_model, resolve_version_dir
-from model import upload_scores
+from model import non_digit_scores, non_digits, upload_scores
 from model.data import load_dataset, split_validation
 from model.report import confusion_matrix, format_report
-from model.uploads import CATEGORIES, generate
+from model.uploads import CATEGORIES, encode, generate
 
 BATCH_SIZE = 1000
 DEFAULT_PER_CATEGORY = 500
@@ -122,6 +125,60 @@ def evaluate_uploads(args: argparse.Namespace) -> dict[str, float]:
     }
 
 
+def evaluate_non_digits(args: argparse.Namespace) -> dict[str, float]:
+    """The detector on non-digits (the test split of `model.non_digits`) and on digits (the
+    realistic uploads of test digits, and the official test set as PNGs)."""
+    if args.data is None:
+        raise SystemExit("--non-digits needs --data: an MNIST .npz (x_test) to write numbers with")
+    with np.load(args.data) as arrays:
+        images, labels = arrays["x_test"], arrays["y_test"]
+    started = time.perf_counter()
+    odd = non_digits.generate(
+        args.per_kind, non_digits.Split.TEST, digits=images, seed=args.seed, workers=args.workers
+    )
+    odd_items = ((u.kind, u.reason, u.data, u.extension) for u in odd)
+    categories = args.categories.split(",") if args.categories else list(CATEGORIES)
+    digit_uploads = generate(
+        images,
+        labels,
+        per_category=args.per_category,
+        categories=categories,
+        seed=args.seed,
+        workers=args.workers,
+        own_digits=True,
+    )
+    digit_items = ((u.category, DIGIT, u.data, u.extension) for u in digit_uploads)
+    official = (
+        ("test digit", DIGIT, encode(Image.fromarray(image), "PNG"), "png") for image in images
+    )
+    if args.url:
+        where = f"over HTTP: {args.url}/predict"
+        score = functools.partial(non_digit_scores.score_over_http, args.url)
+    else:
+        model = load_model(args.model_dir, Settings())
+        where = f"in-process: app/preprocess.py + {model.name} v{model.version} ({model.runtime})"
+        score = functools.partial(non_digit_scores.score_in_process, model)
+    odd_verdicts, digit_verdicts, official_verdicts = (
+        score(odd_items),
+        score(digit_items),
+        score(official),
+    )
+    print(
+        f"Not one digit: {len(odd_verdicts)} uploads, {args.per_kind} of each kind "
+        f"(model.non_digits, test split: fonts, photos, digits and seeds not trained on), and "
+        f"{len(digit_verdicts)} digit uploads ({len(categories)} categories x {args.per_category} "
+        f"MNIST test digits, a sample of its own for each), seed {args.seed}; {where}"
+    )
+    print(f"(rendered and scored in {time.perf_counter() - started:.0f} s)\n")
+    print(non_digit_scores.format_report(odd_verdicts, digit_verdicts))
+    official_flagged = sum(verdict.flagged for verdict in official_verdicts)
+    print(
+        f"\nOfficial MNIST test set, as 28x28 PNG uploads: {official_flagged} of "
+        f"{len(official_verdicts)} flagged ({official_flagged / len(official_verdicts):.2%})"
+    )
+    return {"official_flagged": official_flagged / len(official_verdicts)}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -145,6 +202,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     uploads.add_argument("--seed", type=int, default=0)
     uploads.add_argument(
+        "--non-digits",
+        action="store_true",
+        help="score the detector of uploads that are not one digit (model.non_digits), and "
+        "its false flags on digit uploads (--per-category of each) and the official test set",
+    )
+    uploads.add_argument("--per-kind", type=int, default=300, help="non-digits of each kind")
+    uploads.add_argument(
         "--url", help="score a running service instead, e.g. http://127.0.0.1:8000"
     )
     uploads.add_argument("--failures", type=Path, help="write a contact sheet of failures (PNG)")
@@ -159,6 +223,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> float:
     args = parse_args(argv)
+    if args.non_digits:
+        return evaluate_non_digits(args)["official_flagged"]
     if args.uploads:
         accuracies = evaluate_uploads(args)
         return min(accuracies.values())

@@ -1,8 +1,9 @@
 """Which model versions are on disk, which are complete, and which the policy says to serve.
 
 A version is a directory named by its number under `<base>/<name>/`. One still being copied in
-(`saved_model.pb` before `variables/`, say) is not complete; one whose files changed since the
-last look is not settled yet. Only complete, settled versions are loaded. The safe way to publish
+(`saved_model.pb` before `variables/`, or the metadata before the detector it names) is not
+complete; one whose files changed since the last look is not settled yet. Only complete, settled
+versions are loaded. The safe way to publish
 is to write the version under a temporary name (one that is not a number, e.g. `.3.partial`)
 and rename it into place, which is atomic; `model.train` does that.
 """
@@ -14,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.detector import DETECTOR_FILE
 from app.model_format import METADATA_FILE, ModelLoadError
 
 SAVED_MODEL_FILE = "saved_model.pb"
@@ -44,9 +46,21 @@ def scan(model_dir: Path) -> list[VersionOnDisk]:
         complete = all(
             (path / required).is_file()
             for required in (SAVED_MODEL_FILE, VARIABLES_INDEX, METADATA_FILE)
-        )
+        ) and _detector_present(path)
         versions.append(VersionOnDisk(int(path.name), path, complete, fingerprint))
     return sorted(versions, key=lambda version: version.number)
+
+
+def _detector_present(version_dir: Path) -> bool:
+    """False while the metadata names a detector whose file is not there yet (or while the
+    metadata cannot be read): a version without the detector it was published with would be
+    refused."""
+    try:
+        metadata = json.loads((version_dir / METADATA_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    names_one = isinstance(metadata, dict) and metadata.get("detector") is not None
+    return not names_one or (version_dir / DETECTOR_FILE).is_file()
 
 
 def wanted(

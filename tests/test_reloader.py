@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from app.config import Settings
+from app.detector import DETECTOR_FILE
 from app.model_format import ModelLoadError
 from app.models import ModelRegistry, VersionState
 from app.reloader import Reloader
@@ -37,6 +38,7 @@ def publish_broken(model_dir: Path, number: int) -> Path:
     (path / "saved_model.pb").write_bytes(b"not a SavedModel")
     (path / "variables" / "variables.index").write_bytes(b"nor an index")
     shutil.copy(COMMITTED_MODEL / "metadata.json", path / "metadata.json")
+    shutil.copy(COMMITTED_MODEL / DETECTOR_FILE, path / DETECTOR_FILE)  # Complete, but broken.
     return path
 
 
@@ -82,7 +84,13 @@ async def test_a_half_copied_version_is_waited_for(model_dir, compile_cache_dir)
     assert reloader.registry.current.version == 1
     assert 2 not in reloader.registry.statuses  # Not even tried, so not refused.
     shutil.copytree(COMMITTED_MODEL / "variables", partial / "variables")
-    shutil.copy(COMMITTED_MODEL / "metadata.json", partial)
+    shutil.copy(COMMITTED_MODEL / "metadata.json", partial)  # Before the detector it names.
+    for _ in range(3):
+        assert not await reloader.sync()
+    assert 2 not in reloader.registry.statuses
+    for item in COMMITTED_MODEL.iterdir():
+        if item.is_file() and not (partial / item.name).exists():
+            shutil.copy(item, partial)
     await reloader.sync()
     assert await reloader.sync()
     assert reloader.registry.current.version == 2

@@ -108,7 +108,9 @@ def load_model(version_dir: Path, settings: Settings) -> LoadedModel:
         inter_op_threads=settings.tf_inter_op_threads,
         cache_dir=settings.compile_cache_dir,
     )
-    detector = load_detector(version_dir, metadata, len(labels))
+    detector = (
+        None if settings.non_digits == "off" else load_detector(version_dir, metadata, len(labels))
+    )
     return LoadedModel(
         name=str(metadata.get("name", version_dir.parent.name)),
         version=int(version_dir.name),

@@ -252,6 +252,13 @@ def test_non_digits_can_be_refused(digits, make_settings):
     ]
 
 
+def test_the_detector_can_be_turned_off(digits, make_settings):
+    with TestClient(create_app(make_settings(non_digits="off"))) as unchecked:
+        body = unchecked.post("/predict", files={"file": ("A.png", printed("A", LETTER_A))}).json()
+    assert body["is_digit"] is None
+    assert body["label"] in body["probabilities"]
+
+
 def test_batch_file_count_is_bounded(digits, make_settings):
     with TestClient(create_app(make_settings(max_batch_files=2))) as small:
         files = [("files", (f"{i}.png", png(digits[0][i]), "image/png")) for i in range(3)]

@@ -4,9 +4,10 @@ Serving), over REST and gRPC alike."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from app.detector import DIGIT
-from app.errors import ModelNotFoundError
+from app.errors import InvalidArgumentError, ModelNotFoundError
 from app.inference import Classified
 from app.model_format import SIGNATURE_NAME
 from app.models import LoadedModel, ModelRegistry, VersionState
@@ -65,3 +66,13 @@ def signature_names(model: LoadedModel) -> list[str]:
     """TensorFlow Serving signatures: the model's own, and the digit check's when it has one."""
     names = [SIGNATURE_NAME]
     return [*names, DIGIT_CHECK_SIGNATURE] if model.detector is not None else names
+
+
+def requested_signature(name: Any, model: LoadedModel, *, digit_check: bool) -> str:
+    """The TensorFlow Serving signature a request names (empty: the default one), if the call
+    offers it: the digit check's only to Predict (`digit_check`) of a version with a detector."""
+    name = name or SIGNATURE_NAME
+    allowed = signature_names(model) if digit_check else [SIGNATURE_NAME]
+    if name not in allowed:
+        raise InvalidArgumentError(f'Serving signature key "{name}" not found.')
+    return str(name)

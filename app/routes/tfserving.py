@@ -29,6 +29,7 @@ from app.protocols import (
     DIGIT_CHECK_OUTPUT,
     DIGIT_CHECK_SIGNATURE,
     digit_checks,
+    requested_signature,
     signature_names,
 )
 from app.routes.direct import DirectRoute
@@ -89,14 +90,6 @@ async def _body(request: Request) -> dict[str, Any]:
     return body
 
 
-def _signature(body: dict[str, Any], model: LoadedModel, allowed: list[str]) -> str:
-    """The signature a request names (the default one if none), if it is one of `allowed`."""
-    name = body.get("signature_name", SIGNATURE_NAME)
-    if name not in signature_names(model) or name not in allowed:
-        raise InvalidArgumentError(f'Serving signature key "{name}" not found.')
-    return str(name)
-
-
 def _served(request: Request) -> tuple[Services, LoadedModel]:
     services = ready_services(request)
     parameters = request.path_params
@@ -140,7 +133,8 @@ def _unwrap(instance: Any, model: LoadedModel) -> Any:
 async def predict(request: Request) -> Response:
     services, model = _served(request)
     body = await _body(request)
-    checked = _signature(body, model, signature_names(model)) == DIGIT_CHECK_SIGNATURE
+    signature = requested_signature(body.get("signature_name"), model, digit_check=True)
+    checked = signature == DIGIT_CHECK_SIGNATURE
     if ("instances" in body) == ("inputs" in body):
         raise InvalidArgumentError("Send either 'instances' (row format) or 'inputs' (columnar).")
     if "instances" in body:
@@ -188,7 +182,7 @@ async def predict(request: Request) -> Response:
 async def classify(request: Request) -> Response:
     services, model = _served(request)
     body = await _body(request)
-    _signature(body, model, [SIGNATURE_NAME])
+    requested_signature(body.get("signature_name"), model, digit_check=False)
     examples, context = body.get("examples"), body.get("context", {})
     if not isinstance(examples, list) or not isinstance(context, dict):
         raise InvalidArgumentError("'examples' must be a list of feature maps, 'context' a map.")

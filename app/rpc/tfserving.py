@@ -22,6 +22,7 @@ from app.protocols import (
     DIGIT_CHECK_OUTPUT,
     DIGIT_CHECK_SIGNATURE,
     digit_checks,
+    requested_signature,
     signature_names,
 )
 from app.rpc.calls import TFSERVING, Calls, Context
@@ -109,11 +110,8 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
     def _model(self, spec: Any, allow_digit_check: bool = False) -> tuple[LoadedModel, str]:
         """The version a request names, and the signature (the default one if none)."""
         model = self.calls.services.inference.registry.resolve(spec.name, *_version_of(spec))
-        name = spec.signature_name or SIGNATURE_NAME
-        allowed = signature_names(model) if allow_digit_check else [SIGNATURE_NAME]
-        if name not in allowed:
-            raise InvalidArgumentError(f'Serving signature key "{name}" not found.')
-        return model, name
+        signature = requested_signature(spec.signature_name, model, digit_check=allow_digit_check)
+        return model, signature
 
     async def _classify(self, data: np.ndarray | Images, model: LoadedModel) -> list[Classified]:
         return await self.calls.services.inference.classify_tensor(data, model)

@@ -39,8 +39,8 @@ CLASSES = (DIGIT, Reason.NOT_A_DIGIT.value, Reason.SEVERAL_DIGITS.value)
 
 # The network (built by `model.train_detector`): two 3x3 convolutions with 2x2 max pooling on
 # the input, then dense layers on what they found and on the model's answer.
-CONV_FILTERS = (32, 64)
-DENSE_UNITS = (128,)
+CONV_FILTERS = (16, 32)
+DENSE_UNITS = (64,)
 LOG_FLOOR = 1e-12
 LOG_SCALE = 0.1
 IMAGE_INPUT, EVIDENCE_INPUT, OUTPUT = "image", "evidence", "classes"

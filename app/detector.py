@@ -81,9 +81,8 @@ class Detector:
         with self._lock:
             return np.array(self._run(**inputs)[OUTPUT], copy=True)
 
-    def reasons(self, pixels: np.ndarray, probabilities: np.ndarray) -> list[Reason | None]:
-        """None for each input that is a digit, else why it is not."""
-        scores = self.class_probabilities(pixels, probabilities)
+    def reasons(self, scores: np.ndarray) -> list[Reason | None]:
+        """`class_probabilities` -> None for each input that is a digit, else why it is not."""
         flagged = scores[:, 0] < self.threshold
         several = scores[:, 2] > scores[:, 1]
         return [

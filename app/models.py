@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from app import metrics
+from app.calibration import temperature_of, temperature_scaled
 from app.config import Settings
 from app.detector import Detector, Reason, load_detector
 from app.errors import ModelNotFoundError, NotReadyError
@@ -32,11 +33,12 @@ from app.runtimes import Runtime, load_runner
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """The model's probabilities for one input, and why it is not one digit (None: it is, or
-    the version has no detector)."""
+    """The probabilities served for one input, and why it is not one digit (None: it is, or
+    the version has no detector), with the detector's P(digit) (None without one)."""
 
     probabilities: np.ndarray
     reason: Reason | None
+    digit_probability: float | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,19 +57,33 @@ class LoadedModel:
     run: Runner = field(repr=False)
     # Says which inputs are not one digit; None: the version is served without that check.
     detector: Detector | None = field(default=None, repr=False)
+    # Served probabilities are the model's scaled by it (`app.calibration`); 1: as they are.
+    temperature: float = 1.0
+
+    def model_batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """(N, 28, 28) images -> the model's own (N, classes) probabilities, uncalibrated.
+        Blocking: call it off the loop."""
+        return self.run(np.stack(images).astype(np.float32, copy=False)[..., np.newaxis])
 
     def predict_batch(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """(N, 28, 28) images -> (N, classes) probabilities. Blocking: call it off the loop."""
-        return self.run(np.stack(images).astype(np.float32, copy=False)[..., np.newaxis])
+        """(N, 28, 28) images -> the (N, classes) probabilities the service answers."""
+        return temperature_scaled(self.model_batch(images), self.temperature)
 
     def answer_batch(self, images: Sequence[np.ndarray]) -> list[Answer]:
         """(N, 28, 28) images -> the probabilities of each, and whether it is one digit."""
         batch = np.stack(images).astype(np.float32, copy=False)
-        probabilities = self.run(batch[..., np.newaxis])
+        model_probabilities = self.run(batch[..., np.newaxis])
+        probabilities = temperature_scaled(model_probabilities, self.temperature)
         if self.detector is None:
             return [Answer(row, None) for row in probabilities]
-        reasons = self.detector.reasons(batch, probabilities)
-        return [Answer(row, reason) for row, reason in zip(probabilities, reasons, strict=True)]
+        # The detector learnt from the model's own answers.
+        scores = self.detector.class_probabilities(batch, model_probabilities)
+        return [
+            Answer(row, reason, digit)
+            for row, reason, digit in zip(
+                probabilities, self.detector.reasons(scores), scores[:, 0].tolist(), strict=True
+            )
+        ]
 
     def warm_up(self, batch_sizes: Iterable[int]) -> None:
         """Run every batch size once so the first real requests do not pay for set-up."""
@@ -111,6 +127,7 @@ def load_model(version_dir: Path, settings: Settings) -> LoadedModel:
     detector = (
         None if settings.non_digits == "off" else load_detector(version_dir, metadata, len(labels))
     )
+    temperature = temperature_of(metadata)
     return LoadedModel(
         name=str(metadata.get("name", version_dir.parent.name)),
         version=int(version_dir.name),
@@ -123,6 +140,7 @@ def load_model(version_dir: Path, settings: Settings) -> LoadedModel:
         signature=signature,
         run=run,
         detector=detector,
+        temperature=temperature,
     )
 
 

@@ -119,6 +119,9 @@ def evaluate_uploads(args: argparse.Namespace) -> dict[str, float]:
     if args.failures:
         count = upload_scores.save_contact_sheet(outcomes, args.failures)
         print(f"\nContact sheet of {count} failures: {args.failures}")
+    if args.reliability:
+        upload_scores.save_reliability_diagram(outcomes, args.reliability)
+        print(f"Reliability diagram: {args.reliability}")
     return {
         category: right / total
         for category, (right, total) in upload_scores.accuracy_by_category(outcomes).items()
@@ -212,6 +215,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--url", help="score a running service instead, e.g. http://127.0.0.1:8000"
     )
     uploads.add_argument("--failures", type=Path, help="write a contact sheet of failures (PNG)")
+    uploads.add_argument(
+        "--reliability", type=Path, help="draw the reliability diagram of `confidence` (PNG)"
+    )
     uploads.add_argument(
         "--workers", type=int, default=os.cpu_count() or 1, help="processes rendering uploads"
     )

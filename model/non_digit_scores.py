@@ -57,14 +57,11 @@ def score_in_process(model: LoadedModel, items: Iterable[Item]) -> list[Verdict]
     def flush() -> None:
         if not pending:
             return
-        pixels = np.stack([item[2] for item in pending])
-        answers = model.answer_batch(list(pixels))
-        probabilities = np.stack([answer.probabilities for answer in answers])
-        scores = model.detector.class_probabilities(pixels, probabilities)[:, 0]  # type: ignore[union-attr]
-        for (group, expected, _), answer, score in zip(pending, answers, scores, strict=True):
+        answers = model.answer_batch([item[2] for item in pending])
+        for (group, expected, _), answer in zip(pending, answers, strict=True):
             said = DIGIT if answer.reason is None else answer.reason.value
             confidence = float(answer.probabilities.max())
-            verdicts.append(Verdict(group, expected, said, confidence, float(score)))
+            verdicts.append(Verdict(group, expected, said, confidence, answer.digit_probability))
         pending.clear()
 
     for group, expected, data, _ in items:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,13 +27,13 @@ from app.model_format import (
     INT8_FILE,
     INT8_RECORD,
     MAX_QUANTISATION_LOSS,
-    METADATA_FILE,
     Runner,
     labels_of,
     profile_of,
     read_metadata,
 )
 from model.data import load_dataset
+from model.records import record_in_metadata, write_atomically
 
 BATCH_SIZE = 500
 
@@ -65,7 +64,7 @@ def quantise(version_dir: Path, x_test: np.ndarray, y_test: np.ndarray) -> Quant
     passed = reference_accuracy - test_accuracy <= MAX_QUANTISATION_LOSS
     int8_path = version_dir / INT8_FILE
     if passed:
-        _write_atomically(int8_path, flatbuffer)
+        write_atomically(int8_path, flatbuffer)
     else:
         int8_path.unlink(missing_ok=True)
     check = QuantisationCheck(
@@ -76,8 +75,9 @@ def quantise(version_dir: Path, x_test: np.ndarray, y_test: np.ndarray) -> Quant
         sha256=hashlib.sha256(flatbuffer).hexdigest() if passed else "",
         converter=converter_version(),
     )
-    metadata[INT8_RECORD] = {"file": INT8_FILE if passed else None, **asdict(check)}
-    _write_atomically(version_dir / METADATA_FILE, (json.dumps(metadata, indent=2) + "\n").encode())
+    record_in_metadata(
+        version_dir, INT8_RECORD, {"file": INT8_FILE if passed else None, **asdict(check)}
+    )
     return check
 
 
@@ -89,12 +89,6 @@ def _accuracy(run: Runner, images: np.ndarray, labels: np.ndarray) -> float:
         ]
     ).argmax(axis=1)
     return round(float((predictions == labels).mean()), 6)
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import shlex
 import sys
@@ -55,6 +54,7 @@ from model import non_digits
 from model.architectures import PIXEL_SCALE
 from model.data import split_validation
 from model.evaluate import upload_digits
+from model.records import record_in_metadata, write_atomically
 from model.uploads import encode, rendered_training_inputs
 
 HELD_OUT = 0.2
@@ -94,7 +94,7 @@ def evidence_of(model: LoadedModel, inputs: np.ndarray) -> np.ndarray:
     return evidence(
         np.concatenate(
             [
-                model.predict_batch(list(inputs[start : start + BATCH].astype(np.float32)))
+                model.model_batch(list(inputs[start : start + BATCH].astype(np.float32)))
                 for start in range(0, len(inputs), BATCH)
             ]
         )
@@ -281,31 +281,30 @@ def main(argv: list[str] | None = None) -> None:
     threshold = float(min(0.5, np.quantile(held_scores, args.false_flags)))
     flagged_held = float((held_scores < threshold).mean())
     path = model_dir / DETECTOR_FILE
-    path.write_bytes(flatbuffer)
-    metadata_path = model_dir / "metadata.json"
-    metadata = json.loads(metadata_path.read_text())
-    metadata["detector"] = {
-        "file": DETECTOR_FILE,
-        "sha256": hashlib.sha256(flatbuffer).hexdigest(),
-        "classes": list(CLASSES),
-        "input": "the model's 28x28 input / 255, and its log-probabilities / 10",
-        "weights": "int8 (dynamic-range quantisation), checked against float32 Keras",
-        "layers": {"convolutions": list(CONV_FILTERS), "dense": [*DENSE_UNITS, len(CLASSES)]},
-        "threshold": round(threshold, 6),
-        "meaning": "not a digit when P(digit) < threshold; then the likelier other class",
-        "digits": f"{digits_name}, as sent and rendered, and {args.trained_digits} digits it "
-        f"trained on: {len(fit_digits)} inputs to fit",
-        "non_digits": {reason.value: len(group) for reason, group in negatives.items()},
-        "held_out_digits": len(held_digits),
-        "held_out_digits_flagged": round(flagged_held, 5),
-        "epochs": args.epochs,
-        "seed": args.seed,
-        "training_seconds": round(time.perf_counter() - started, 1),
-        "command": "python -m model.train_detector " + shlex.join(sys.argv[1:]),
-    }
-    temporary = metadata_path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(metadata, indent=2) + "\n")
-    temporary.replace(metadata_path)
+    write_atomically(path, flatbuffer)
+    record_in_metadata(
+        model_dir,
+        "detector",
+        {
+            "file": DETECTOR_FILE,
+            "sha256": hashlib.sha256(flatbuffer).hexdigest(),
+            "classes": list(CLASSES),
+            "input": "the model's 28x28 input / 255, and its log-probabilities / 10",
+            "weights": "int8 (dynamic-range quantisation), checked against float32 Keras",
+            "layers": {"convolutions": list(CONV_FILTERS), "dense": [*DENSE_UNITS, len(CLASSES)]},
+            "threshold": round(threshold, 6),
+            "meaning": "not a digit when P(digit) < threshold; then the likelier other class",
+            "digits": f"{digits_name}, as sent and rendered, and {args.trained_digits} digits it "
+            f"trained on: {len(fit_digits)} inputs to fit",
+            "non_digits": {reason.value: len(group) for reason, group in negatives.items()},
+            "held_out_digits": len(held_digits),
+            "held_out_digits_flagged": round(flagged_held, 5),
+            "epochs": args.epochs,
+            "seed": args.seed,
+            "training_seconds": round(time.perf_counter() - started, 1),
+            "command": "python -m model.train_detector " + shlex.join(sys.argv[1:]),
+        },
+    )
     print(
         f"threshold {threshold:.4f}: {flagged_held:.2%} of {len(held_digits)} held-out digits "
         f"flagged; wrote {path} ({time.perf_counter() - started:.0f} s)"

@@ -19,6 +19,7 @@ import httpx
 import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
+from app.calibration import temperature_scaled
 from app.errors import ServiceError
 from app.models import LoadedModel
 from app.preprocess import preprocess
@@ -35,6 +36,8 @@ class Outcome:
     predicted: str  # A label, or the error code the upload was refused with.
     model_input: np.ndarray | None  # The 28x28 input the model saw, when known.
     confidence: float | None = None  # The answer's `confidence`; None when refused.
+    # The model's own probabilities, before calibration: known in-process only.
+    model_probabilities: np.ndarray | None = None
 
     @property
     def right(self) -> bool:
@@ -48,10 +51,11 @@ def score_in_process(model: LoadedModel, uploads: Iterable[Upload]) -> list[Outc
 
     def flush() -> None:
         if pending:
-            probabilities = model.predict_batch([pixels for _, pixels in pending])
-            for (upload, pixels), row in zip(pending, probabilities, strict=True):
+            own = model.model_batch([pixels for _, pixels in pending])
+            served = temperature_scaled(own, model.temperature)
+            for (upload, pixels), row, own_row in zip(pending, served, own, strict=True):
                 best = int(row.argmax())
-                outcome = Outcome(upload, model.labels[best], pixels, float(row[best]))
+                outcome = Outcome(upload, model.labels[best], pixels, float(row[best]), own_row)
                 if outcome.right:
                     # Only failures are drawn: dropping the others' bytes keeps memory flat
                     # when every test digit is rendered as every kind of upload.
@@ -113,21 +117,85 @@ def accuracy_by_category(outcomes: Sequence[Outcome]) -> dict[str, tuple[int, in
 CALIBRATION_BINS = 15
 
 
-def calibration_error(outcomes: Sequence[Outcome], bins: int = CALIBRATION_BINS) -> float:
-    """Expected calibration error of `confidence` over the answered uploads: in equal-width
-    bins of confidence, the gap between mean confidence and accuracy, weighted by the bin's
-    share of the answers (0 when none was answered)."""
-    answered = [outcome for outcome in outcomes if outcome.confidence is not None]
-    if not answered:
+def calibration_error(
+    confidence: np.ndarray, right: np.ndarray, bins: int = CALIBRATION_BINS
+) -> float:
+    """Expected calibration error: in equal-width bins of confidence, the gap between mean
+    confidence and accuracy, weighted by the bin's share of the answers (0 for no answers)."""
+    if not len(confidence):
         return 0.0
-    confidence = np.array([outcome.confidence for outcome in answered], dtype=np.float64)
-    right = np.array([outcome.right for outcome in answered], dtype=np.float64)
     which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
     error = 0.0
     for number in np.unique(which):
         in_bin = which == number
         error += in_bin.mean() * abs(confidence[in_bin].mean() - right[in_bin].mean())
     return float(error)
+
+
+def confidences(
+    outcomes: Sequence[Outcome], *, served: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """(confidence, right) of the answered uploads: `confidence` as served, or the model's own
+    top probability before calibration (only uploads scored in-process have it)."""
+    answered = [
+        outcome
+        for outcome in outcomes
+        if outcome.confidence is not None and (served or outcome.model_probabilities is not None)
+    ]
+    confidence = [
+        outcome.confidence if served else float(outcome.model_probabilities.max())  # type: ignore[union-attr]
+        for outcome in answered
+    ]
+    right = [outcome.right for outcome in answered]
+    return np.array(confidence, dtype=np.float64), np.array(right, dtype=np.float64)
+
+
+def save_reliability_diagram(outcomes: Sequence[Outcome], path: Path) -> None:
+    """Accuracy against confidence in `CALIBRATION_BINS` bins, the model's own probabilities
+    beside the served ones."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("served `confidence`", True)]
+    if any(outcome.model_probabilities is not None for outcome in outcomes):
+        panels.insert(0, ("the model's own, uncalibrated", False))
+    figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.6), squeeze=False)
+    edges = np.linspace(0, 1, CALIBRATION_BINS + 1)
+    for axis, (title, served) in zip(axes[0], panels, strict=True):
+        confidence, right = confidences(outcomes, served=served)
+        which = np.clip(np.ceil(confidence * CALIBRATION_BINS).astype(int) - 1, 0, None)
+        counts = np.bincount(which, minlength=CALIBRATION_BINS)
+        accuracy = np.bincount(which, right, CALIBRATION_BINS) / np.maximum(counts, 1)
+        mean = np.bincount(which, confidence, CALIBRATION_BINS) / np.maximum(counts, 1)
+        filled = counts > 0
+        width = edges[1] - edges[0]
+        axis.bar(edges[:-1][filled], accuracy[filled], width, align="edge", label="accuracy")
+        axis.bar(
+            edges[:-1][filled],
+            (mean - accuracy)[filled],
+            width,
+            bottom=accuracy[filled],
+            align="edge",
+            color="tab:red",
+            alpha=0.4,
+            label="gap to mean confidence",
+        )
+        axis.plot([0, 1], [0, 1], "k--", linewidth=1)
+        for left, count in zip(edges[:-1][filled], counts[filled], strict=True):
+            axis.text(left + width / 2, 0.02, str(count), rotation=90, ha="center", fontsize=7)
+        error = calibration_error(confidence, right)
+        axis.set_title(f"{title}\nECE {100 * error:.2f} % over {len(confidence)} uploads")
+        axis.set_xlabel("confidence (bars: uploads per bin)")
+        axis.set_ylabel("accuracy")
+        axis.set_xlim(0, 1)
+        axis.set_ylim(0, 1)
+        axis.legend(loc="upper left", fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
 
 
 def format_report(outcomes: Sequence[Outcome], worst: int = 12) -> str:
@@ -139,14 +207,19 @@ def format_report(outcomes: Sequence[Outcome], worst: int = 12) -> str:
     right = sum(right for right, _ in table.values())
     total = sum(total for _, total in table.values())
     lines.append(f"{'overall':<{width}}  {total:>6}  {right:>6}  {100 * right / total:7.2f} %")
-    answered = sum(outcome.confidence is not None for outcome in outcomes)
-    if answered:
+    served = confidences(outcomes)
+    if len(served[0]):
         lines += [
             "",
-            f"Expected calibration error of `confidence`: "
-            f"{100 * calibration_error(outcomes):.2f} % ({CALIBRATION_BINS} bins, the {answered} "
-            "answered uploads)",
+            f"Expected calibration error of `confidence`: {100 * calibration_error(*served):.2f} "
+            f"% ({CALIBRATION_BINS} bins, the {len(served[0])} answered uploads)",
         ]
+        own = confidences(outcomes, served=False)
+        if len(own[0]):
+            lines.append(
+                f"  of the model's own probabilities, before calibration: "
+                f"{100 * calibration_error(*own):.2f} %"
+            )
     confusions: Counter[tuple[int, str]] = Counter()
     where: dict[tuple[int, str], Counter[str]] = defaultdict(Counter)
     for outcome in outcomes:

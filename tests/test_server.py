@@ -219,8 +219,10 @@ def test_a_port_in_use_is_refused_at_once_with_one_clear_line(tmp_path: Path):
 
 
 def table_of(report: str) -> str:
-    """The accuracy table and the confusions, without the lines about timing and files."""
-    return report[report.index("category") :].split("\nContact sheet")[0]
+    """The accuracy table, the calibration error and the confusions, without the lines about
+    timing and files, and without the model's own calibration error (in-process only)."""
+    table = report[report.index("category") :].split("\nContact sheet")[0]
+    return "\n".join(line for line in table.splitlines() if "the model's own" not in line)
 
 
 def test_evaluating_uploads_over_http_agrees_with_in_process(
@@ -233,10 +235,12 @@ def test_evaluating_uploads_over_http_agrees_with_in_process(
     data = tmp_path / "digits.npz"
     np.savez(data, x_train=images[:1], y_train=labels[:1], x_test=images, y_test=labels)
     common = ["--uploads", "--data", str(data), "--per-category", "4", "--workers", "1"]
-    sheet = tmp_path / "failures.png"
+    sheet, diagram = tmp_path / "failures.png", tmp_path / "reliability.png"
     # The service's default limits: a full-resolution camera photo is over a megabyte.
     with running_server(tmp_path / "server.log") as url:
-        over_http = evaluate.main([*common, "--url", url, "--failures", str(sheet)])
+        over_http = evaluate.main(
+            [*common, "--url", url, "--failures", str(sheet), "--reliability", str(diagram)]
+        )
     http_report = capsys.readouterr().out
     in_process = evaluate.main(common)
     process_report = capsys.readouterr().out
@@ -244,4 +248,6 @@ def test_evaluating_uploads_over_http_agrees_with_in_process(
     assert table_of(http_report) == table_of(process_report)
     assert "over HTTP" in http_report
     assert "in-process" in process_report
+    assert "the model's own probabilities, before calibration" in process_report
     assert sheet.exists()
+    assert diagram.exists()

@@ -207,12 +207,16 @@ def test_the_calibration_error_is_the_weighted_gap_between_confidence_and_accura
 
     # Nine of ten right at 0.95: 5 points overconfident. A refusal has no confidence.
     overconfident = [outcome(0.95, index < 9) for index in range(10)] + [outcome(None, False)]
-    assert upload_scores.calibration_error(overconfident) == pytest.approx(0.05)
+    assert upload_scores.calibration_error(
+        *upload_scores.confidences(overconfident)
+    ) == pytest.approx(0.05)
     # Half the answers at 0.55 with 55 % right, half at 1.0 all right: calibrated.
     calibrated = [outcome(0.55, index < 11) for index in range(20)] + [
         outcome(1.0, True) for _ in range(20)
     ]
-    assert upload_scores.calibration_error(calibrated) == pytest.approx(0.0)
+    assert upload_scores.calibration_error(*upload_scores.confidences(calibrated)) == pytest.approx(
+        0.0
+    )
     assert "Expected calibration error of `confidence`: 5.00 %" in (
         upload_scores.format_report(overconfident)
     )

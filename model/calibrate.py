@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from app.calibration import CALIBRATION_RECORD, LOG_FLOOR, temperature_scaled
+from app.calibration import CALIBRATION_RECORD, temperature_scaled
 from app.config import Settings
 from app.models import load_model, resolve_version_dir
 from model.evaluate import upload_digits
@@ -30,6 +30,8 @@ from model.records import record_in_metadata
 from model.upload_scores import CALIBRATION_BINS, calibration_error, score_in_process
 from model.uploads import CATEGORIES, generate
 
+# Probabilities of exactly zero have no logarithm; far below anything a confidence shows.
+LOG_FLOOR = 1e-30
 # Far wider than any temperature a classifier needs; the fit is bounded so it always ends.
 TEMPERATURE_RANGE = (0.05, 20.0)
 

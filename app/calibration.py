@@ -41,6 +41,6 @@ def temperature_scaled(probabilities: np.ndarray, temperature: float) -> np.ndar
     """
     if temperature == 1.0:
         return probabilities
-    scaled = np.power(probabilities, 1 / temperature, dtype=np.float32)
+    scaled: np.ndarray = np.power(probabilities, 1 / temperature, dtype=np.float32)
     scaled /= scaled.sum(axis=1, keepdims=True)
     return scaled

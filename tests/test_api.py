@@ -79,6 +79,13 @@ def test_model_metadata(client: TestClient):
     assert info["runtime"] == "litert-int8"
     assert "checked on all 10,000 test images" in info["runtime_reason"]
     assert info["test_accuracy"] >= 0.996
+    # The served probabilities' temperature, and what it did where it was fitted.
+    calibration = info["calibration"]
+    assert calibration["temperature"] > 1
+    assert (
+        calibration["after"]["negative_log_likelihood"]
+        < (calibration["before"]["negative_log_likelihood"])
+    )
     assert info["batching"]["max_batch_size"] == 64
     assert info["limits"]["max_upload_bytes"] == 200_000
 

@@ -87,9 +87,13 @@ def main(argv: list[str] | None = None) -> None:
             workers=args.workers,
         ),
     )
-    answered = [outcome for outcome in outcomes if outcome.model_probabilities is not None]
-    probabilities = np.stack([outcome.model_probabilities for outcome in answered])  # type: ignore[misc]
-    truth = np.array([outcome.upload.label for outcome in answered])
+    answered = [
+        (outcome.model_probabilities, outcome.upload.label)
+        for outcome in outcomes
+        if outcome.model_probabilities is not None
+    ]
+    probabilities = np.stack([row for row, _ in answered])
+    truth = np.array([label for _, label in answered])
     temperature = fit_temperature(probabilities, truth)
     before = figures(probabilities, truth)
     after = figures(temperature_scaled(probabilities, temperature), truth)

@@ -137,16 +137,18 @@ def confidences(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(confidence, right) of the answered uploads: `confidence` as served, or the model's own
     top probability before calibration (only uploads scored in-process have it)."""
-    answered = [
-        outcome
-        for outcome in outcomes
-        if outcome.confidence is not None and (served or outcome.model_probabilities is not None)
-    ]
-    confidence = [
-        outcome.confidence if served else float(outcome.model_probabilities.max())  # type: ignore[union-attr]
-        for outcome in answered
-    ]
-    right = [outcome.right for outcome in answered]
+    confidence: list[float] = []
+    right: list[bool] = []
+    for outcome in outcomes:
+        if outcome.confidence is None:
+            continue
+        if served:
+            confidence.append(outcome.confidence)
+        elif outcome.model_probabilities is not None:
+            confidence.append(float(outcome.model_probabilities.max()))
+        else:
+            continue
+        right.append(outcome.right)
     return np.array(confidence, dtype=np.float64), np.array(right, dtype=np.float64)
 
 

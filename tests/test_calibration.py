@@ -14,6 +14,7 @@ from app.calibration import CALIBRATION_RECORD, temperature_of, temperature_scal
 from app.config import Settings
 from app.model_format import ModelLoadError
 from app.models import load_model
+from model import calibrate
 from model.calibrate import fit_temperature
 from tests.conftest import COMMITTED_MODEL
 
@@ -76,3 +77,13 @@ def test_a_version_serves_the_temperature_it_records(tmp_path: Path, compile_cac
         # The detector reads the model's own answer, whatever the temperature.
         assert hot_answer.reason == plain_answer.reason
         assert hot_answer.digit_probability == pytest.approx(plain_answer.digit_probability)
+
+
+def test_calibrating_a_version_records_a_fitted_temperature(tmp_path: Path, full_mnist: Path):
+    copy = tmp_path / "mnist" / COMMITTED_MODEL.name
+    shutil.copytree(COMMITTED_MODEL, copy)
+    calibrate.main([str(copy), "--data", str(full_mnist), "--per-category", "3", "--workers", "1"])
+    record = json.loads((copy / "metadata.json").read_text())[CALIBRATION_RECORD]
+    assert record["fitted_on"].startswith("63 uploads of MNIST training digits held out")
+    assert record["after"]["negative_log_likelihood"] <= record["before"]["negative_log_likelihood"]
+    assert temperature_of({CALIBRATION_RECORD: record}) == record["temperature"]

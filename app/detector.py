@@ -12,13 +12,13 @@ It runs under LiteRT on the whole batch, after the model, in the batcher's threa
 from __future__ import annotations
 
 import hashlib
-import threading
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from app.litert_runtime import LockedSignature
 from app.model_format import INPUT_SIDE, ModelLoadError
 
 DETECTOR_FILE = "detector.tflite"
@@ -54,16 +54,10 @@ def evidence(probabilities: np.ndarray) -> np.ndarray:
 
 
 class Detector:
-    """The detector's LiteRT flatbuffer under one interpreter (calls are serialised: an
-    interpreter is not thread-safe), and the threshold on P(digit)."""
+    """The detector's LiteRT flatbuffer, and the threshold on P(digit)."""
 
     def __init__(self, flatbuffer: bytes, threshold: float) -> None:
-        interpreter = _interpreter(flatbuffer)
-        signatures = interpreter.get_signature_list()
-        if len(signatures) != 1:
-            raise ValueError(f"expected one signature, got {list(signatures)}")
-        self._run = interpreter.get_signature_runner(next(iter(signatures)))
-        self._lock = threading.Lock()
+        self._run = LockedSignature(_interpreter(flatbuffer))
         # An input is a digit unless P(digit) falls below this; chosen on held-out digits.
         self.threshold = threshold
 
@@ -74,12 +68,8 @@ class Detector:
 
     def run(self, pixels: np.ndarray, model_evidence: np.ndarray) -> np.ndarray:
         """`class_probabilities` from the model's `evidence` rather than its probabilities."""
-        inputs = {
-            IMAGE_INPUT: np.ascontiguousarray(pixels, dtype=np.float32)[..., np.newaxis],
-            EVIDENCE_INPUT: model_evidence,
-        }
-        with self._lock:
-            return np.array(self._run(**inputs)[OUTPUT], copy=True)
+        image = np.ascontiguousarray(pixels, dtype=np.float32)[..., np.newaxis]
+        return self._run(OUTPUT, **{IMAGE_INPUT: image, EVIDENCE_INPUT: model_evidence})
 
     def reasons(self, scores: np.ndarray) -> list[Reason | None]:
         """`class_probabilities` -> None for each input that is a digit, else why it is not."""

@@ -43,29 +43,43 @@ class NotConvertibleError(Exception):
     """LiteRT cannot run this version (the SavedModel itself may be fine)."""
 
 
-class LiteRTRunner:
-    """One LiteRT interpreter; calls are serialised because an interpreter is not thread-safe."""
+class LockedSignature:
+    """A LiteRT model's one signature under one interpreter; calls are serialised because an
+    interpreter is not thread-safe."""
 
-    def __init__(self, flatbuffer: bytes, *, threads: int) -> None:
-        from ai_edge_litert.interpreter import Interpreter  # Optional: not on every platform.
-
-        interpreter = Interpreter(model_content=flatbuffer, num_threads=threads)
+    def __init__(self, interpreter: Any) -> None:
         signatures = interpreter.get_signature_list()
         if len(signatures) != 1:
             raise ValueError(f"expected one signature in the LiteRT model, got {list(signatures)}")
         self._run = interpreter.get_signature_runner(next(iter(signatures)))
-        inputs, outputs = self._run.get_input_details(), self._run.get_output_details()
+        self.inputs: dict[str, Any] = self._run.get_input_details()
+        self.outputs: dict[str, Any] = self._run.get_output_details()
+        self._lock = threading.Lock()
+
+    def __call__(self, output_name: str, **inputs: np.ndarray) -> np.ndarray:
+        with self._lock:
+            outputs = self._run(**inputs)
+            # Copied inside the lock: the next call may reuse the interpreter's output buffer.
+            return np.array(outputs[output_name], copy=True)
+
+
+class LiteRTRunner:
+    """A model of one input and one output (a batch of images -> their probabilities)."""
+
+    def __init__(self, flatbuffer: bytes, *, threads: int) -> None:
+        from ai_edge_litert.interpreter import Interpreter  # Optional: not on every platform.
+
+        self._signature = LockedSignature(
+            Interpreter(model_content=flatbuffer, num_threads=threads)
+        )
+        inputs, outputs = self._signature.inputs, self._signature.outputs
         if len(inputs) != 1 or len(outputs) != 1:
             raise ValueError("expected one input and one output in the LiteRT model")
         self.input_name, self.input_details = next(iter(inputs.items()))
         self.output_name, self.output_details = next(iter(outputs.items()))
-        self._lock = threading.Lock()
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        with self._lock:
-            outputs = self._run(**{self.input_name: np.ascontiguousarray(batch)})
-            # Copied inside the lock: the next call may reuse the interpreter's output buffer.
-            return np.array(outputs[self.output_name], copy=True)
+        return self._signature(self.output_name, **{self.input_name: np.ascontiguousarray(batch)})
 
 
 def probe_batch() -> np.ndarray:

@@ -136,13 +136,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
                 response.outputs[output].CopyFrom(float_tensor(probabilities))
             if DIGIT_CHECK_OUTPUT in wanted:
                 checks = [check.encode() for check in digit_checks(classified)]
-                response.outputs[DIGIT_CHECK_OUTPUT].CopyFrom(
-                    tensor_pb2.TensorProto(
-                        dtype=types_pb2.DT_STRING,
-                        tensor_shape=_shape([len(checks)]),
-                        string_val=checks,
-                    )
-                )
+                response.outputs[DIGIT_CHECK_OUTPUT].CopyFrom(string_tensor(checks))
             return response
 
         return await self.calls.run(

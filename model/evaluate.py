@@ -27,7 +27,7 @@ from app import tensorflow_runtime
 from app.config import Settings
 from app.detector import DIGIT
 from app.model_format import labels_of, profile_of, read_metadata
-from app.models import load_model, resolve_version_dir
+from app.models import LoadedModel, load_model, resolve_version_dir
 from model import non_digit_scores, non_digits, upload_scores
 from model.data import load_dataset, split_validation
 from model.report import confusion_matrix, format_report
@@ -88,6 +88,16 @@ def upload_digits(data: Path, split: str, model_dir: Path) -> tuple[np.ndarray, 
     return images, labels, f"MNIST training digits held out by version {metadata['version']}"
 
 
+def scored_where(args: argparse.Namespace) -> tuple[str, LoadedModel | None]:
+    """Where uploads are scored, said for the report: a running service (`--url`; no model
+    here), or the model loaded in this process."""
+    if args.url:
+        return f"over HTTP: {args.url}/predict", None
+    model = load_model(args.model_dir, Settings())
+    where = f"in-process: app/preprocess.py + {model.name} v{model.version} ({model.runtime})"
+    return where, model
+
+
 def evaluate_uploads(args: argparse.Namespace) -> dict[str, float]:
     if args.data is None:
         raise SystemExit("--uploads needs --data: an MNIST .npz whose x_test digits are rendered")
@@ -102,12 +112,10 @@ def evaluate_uploads(args: argparse.Namespace) -> dict[str, float]:
         seed=args.seed,
         workers=args.workers,
     )
-    if args.url:
-        where = f"over HTTP: {args.url}/predict"
+    where, model = scored_where(args)
+    if model is None:
         outcomes = upload_scores.score_over_http(args.url, uploads)
     else:
-        model = load_model(args.model_dir, Settings())
-        where = f"in-process: app/preprocess.py + {model.name} v{model.version} ({model.runtime})"
         # Scored as they are rendered: every test digit as every kind is gigabytes of images.
         outcomes = upload_scores.score_in_process(model, uploads)
     print(
@@ -154,13 +162,12 @@ def evaluate_non_digits(args: argparse.Namespace) -> dict[str, float]:
     official = (
         ("test digit", DIGIT, encode(Image.fromarray(image), "PNG"), "png") for image in images
     )
-    if args.url:
-        where = f"over HTTP: {args.url}/predict"
-        score = functools.partial(non_digit_scores.score_over_http, args.url)
-    else:
-        model = load_model(args.model_dir, Settings())
-        where = f"in-process: app/preprocess.py + {model.name} v{model.version} ({model.runtime})"
-        score = functools.partial(non_digit_scores.score_in_process, model)
+    where, model = scored_where(args)
+    score = (
+        functools.partial(non_digit_scores.score_over_http, args.url)
+        if model is None
+        else functools.partial(non_digit_scores.score_in_process, model)
+    )
     odd_verdicts, digit_verdicts, official_verdicts = (
         score(odd_items),
         score(digit_items),

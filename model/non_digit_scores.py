@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import httpx
 import numpy as np
+from scipy.stats import rankdata
 
 from app.detector import DIGIT, Reason
 from app.errors import ServiceError
@@ -107,14 +108,7 @@ def _share(count: int, total: int) -> str:
 
 def auroc(positives: np.ndarray, negatives: np.ndarray) -> float:
     """The chance that a random positive scores above a random negative (ties count half)."""
-    scores = np.concatenate([positives, negatives])
-    ranks = np.empty(len(scores))
-    order = np.argsort(scores, kind="stable")
-    ranks[order] = np.arange(1, len(scores) + 1)
-    for value in np.unique(scores):  # Ties share their mean rank.
-        tied = scores == value
-        if tied.sum() > 1:
-            ranks[tied] = ranks[tied].mean()
+    ranks = rankdata(np.concatenate([positives, negatives]))  # Ties share their mean rank.
     rank_sum = ranks[: len(positives)].sum() - len(positives) * (len(positives) + 1) / 2
     return float(rank_sum / (len(positives) * len(negatives)))
 

@@ -19,7 +19,6 @@ from functools import lru_cache
 
 import cv2
 import numpy as np
-from numpy.typing import NDArray
 from PIL import Image
 
 from app.decoding import DEFAULT_MAX_PIXELS, Decoded, Grayscale, ImageBox, OpenedImage, open_image
@@ -84,16 +83,18 @@ def _centre_like_mnist(decoded: Decoded) -> Preprocessed:
     working = decoded.working
     if _already_like_mnist(working.pixels):
         return Preprocessed(working.pixels, False, (0.0, 0.0, 28.0, 28.0), 1.0)
-    working, on_a_sheet = _without_desk(working)
+    sheet = _find_sheet(working)
+    if sheet is not None:
+        working = sheet.painted(working)
     # Ink on a sheet of paper is darker than the paper.
-    inverted = on_a_sheet or _dark_on_light(working.pixels)
+    inverted = sheet is not None or _dark_on_light(working.pixels)
     found = _find_glyph(working, inverted)
     if found is None:
         raise BlankImageError("The image is blank: there is nothing to classify.")
     glyph, box = found
     stroke_width = _stroke_width(glyph)
     if max(glyph.shape) < DETAIL_MIN_SIDE or stroke_width < DETAIL_MIN_STROKE:
-        closer = _look_closer(decoded, (glyph, box), stroke_width, inverted, on_a_sheet)
+        closer = _look_closer(decoded, (glyph, box), stroke_width, inverted, sheet)
         if closer[0] is not glyph:
             (glyph, box), stroke_width = closer, _stroke_width(closer[0])
     left, top, right, bottom = box
@@ -110,7 +111,7 @@ def _look_closer(
     found: tuple[np.ndarray, ImageBox],
     stroke_width: float,
     inverted: bool,
-    on_a_sheet: bool,
+    sheet: Sheet | None,
 ) -> tuple[np.ndarray, ImageBox]:
     """The glyph found again in its part of the image, at a resolution that shows its strokes
     (on a sheet on a desk, without the desk where the part reaches past the sheet's edge)."""
@@ -125,8 +126,8 @@ def _look_closer(
         wanted = (left - margin, top - margin, right + margin, bottom + margin)
         scale = max(DETAIL_SIDE / side, stroke_scale)
         region = decoded.region(wanted, min(scale, DETAIL_MAX_SIDE / side))
-        if region is not None and on_a_sheet:
-            region, _ = _without_desk(region)
+        if region is not None and sheet is not None:
+            region = sheet.painted(region)
         closer = None if region is None else _find_glyph(region, inverted)
         if region is None or closer is None:
             return found
@@ -155,95 +156,144 @@ def _runs_off(box: ImageBox, region: Grayscale, image_size: tuple[int, int]) -> 
     )
 
 
-def _without_desk(gray: Grayscale) -> tuple[Grayscale, bool]:
-    """A photo of a sheet lying on a desk, with the desk and the sheet's edge painted over in
-    the paper's brightness, and True: they are not ink. Anything else is returned as it is,
-    with False.
+@dataclass(frozen=True, slots=True)
+class Sheet:
+    """A sheet of paper lying on a desk: its outline in image pixels (x, y), and the scale
+    (pixels per image pixel) of the image it was found in."""
 
-    It is taken for a sheet on a desk when regions darker than Otsu's threshold run along a good
-    part of the image's border outside the outline of the largest bright region (its convex
-    hull, so ink on the sheet is never painted over), and the brightness steps sharply across
-    that outline: the shade of uneven light, or a vignette, darkens gradually and is left to the
-    lighting fit. The desk is then everything outside the outline.
+    outline: np.ndarray
+    found_at_scale: float
+
+    def painted(self, gray: Grayscale) -> Grayscale:
+        """`gray` with the desk and the sheet's edge painted over in the paper's brightness,
+        carried on from the sheet nearby (its local mean over a wide window), so no new edge
+        appears where the light across the sheet is uneven."""
+        pixels = gray.pixels
+        inside = np.zeros(pixels.shape, dtype=np.uint8)
+        corners = (self.outline - (gray.left, gray.top)) * gray.scale
+        cv2.fillConvexPoly(inside, np.rint(corners * 16).astype(np.int32), 1, shift=4)
+        # The sheet's blurred edge reaches a pixel or two past the outline, which is itself only
+        # as exact as the image it was found in.
+        edge = DESK_EDGE * max(1.0, gray.scale / self.found_at_scale)
+        painted = cv2.distanceTransform(inside, cv2.DIST_C, 3) <= edge
+        if not painted.any():
+            return gray
+        # The paper: what is left, less the ink and anything else with an edge.
+        paper = (~painted & ~_dilated(_edges(pixels) > 0, _SQUARE_3)).astype(np.float32)
+        window = (max(pixels.shape) // 4) | 1
+        weight = cv2.blur(cv2.blur(paper, (window, window)), (window, window))
+        carried = cv2.blur(cv2.blur(pixels * paper, (window, window)), (window, window))
+        fallback = float(cv2.mean(pixels, paper.astype(np.uint8))[0]) if paper.any() else 255.0
+        cleaned = pixels.copy()
+        cleaned[painted] = np.where(
+            weight[painted] > 0.01, carried[painted] / np.maximum(weight[painted], 0.01), fallback
+        )
+        return Grayscale(cleaned, gray.left, gray.top, gray.scale)
+
+
+def _find_sheet(gray: Grayscale) -> Sheet | None:
+    """The sheet, when `gray` is a photo of a sheet lying on a desk; else None.
+
+    Regions darker than Otsu's threshold must run along a good part of the image's border (the
+    desk, or the sheet's own shade), and a sharp edge must enclose a large region with them
+    outside it: the brightest large region no edge crosses is the paper, and the convex hull of it is
+    the sheet (so ink on it is never painted over). The shade of uneven light, a shadow or a
+    vignette darkens gradually and has no edge; an edge must also step down across the
+    outline by more than the paper changes just inside it.
     """
     pixels = gray.pixels
     if min(pixels.shape) < DESK_MIN_SIDE:
-        return gray, False
+        return None
     levels = cv2.convertScaleAbs(pixels)
     _, otsu = cv2.threshold(levels, 0, 1, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
-    bright: NDArray[np.uint8] = np.asarray(otsu, dtype=np.uint8)
-    count, labels = cv2.connectedComponents(1 - bright, connectivity=8, ltype=cv2.CV_32S)
+    dark = 1 - np.asarray(otsu, dtype=np.uint8)
+    count, labels = cv2.connectedComponents(dark, connectivity=8, ltype=cv2.CV_32S)
     along_border = np.bincount(_border(labels), minlength=count)
     along_border[0] = 0  # Bright pixels.
     perimeter = 2 * (sum(pixels.shape) - 2)
     desk_parts = np.flatnonzero(along_border >= DESK_PART_BORDER * perimeter)
     if along_border[desk_parts].sum() < DESK_MIN_BORDER * perimeter:
-        return gray, False
-    sheet_count, sheet_labels, sheet_stats, _ = cv2.connectedComponentsWithStats(
-        bright, connectivity=8
-    )
-    if sheet_count < 2:
-        return gray, False
-    largest = 1 + int(np.argmax(sheet_stats[1:, cv2.CC_STAT_AREA]))
-    if sheet_stats[largest, cv2.CC_STAT_AREA] < SHEET_MIN_AREA * pixels.size:
-        return gray, False
-    # The hull of the component's outer contour: the same as of all its pixels, at a tenth of
-    # the cost.
-    contours, _ = cv2.findContours(
-        (sheet_labels == largest).view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE
-    )
+        return None
+    # Regions no edge crosses (4-connected, so a gap of a diagonal pixel does not join them).
+    unbroken = 1 - _dilated(_edges(levels), _SQUARE_3) // 255
+    region_count, regions, stats, _ = cv2.connectedComponentsWithStats(unbroken, connectivity=4)
+    if region_count < 2:
+        return None
+    # The paper is the brightest of them: the one with the most pixels above Otsu's threshold
+    # (a desk around the sheet can be larger).
+    bright_area = np.bincount(regions[dark == 0], minlength=region_count)
+    bright_area[0] = 0  # Edges.
+    brightest = int(np.argmax(bright_area))
+    if stats[brightest, cv2.CC_STAT_AREA] < SHEET_MIN_AREA * pixels.size:
+        return None
+    paper = (regions == brightest).view(np.uint8)
+    # The hull of the region's outer contour: the same as of all its pixels, at a tenth of the
+    # cost.
+    contours, _ = cv2.findContours(paper, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     outline = cv2.convexHull(max(contours, key=len))
-    sheet = np.zeros_like(bright)
+    sheet = np.zeros_like(paper)
     cv2.fillConvexPoly(sheet, outline, 1)
-    desk = 1 - sheet  # Everything outside the sheet's outline, bright grain and glare included.
+    desk = 1 - sheet
     is_desk_part = np.zeros(count, dtype=np.uint8)
     is_desk_part[desk_parts] = 1
     if int(cv2.countNonZero(is_desk_part[labels] & desk)) < DESK_MIN_AREA * pixels.size:
-        return gray, False
-    # The step is read a few pixels either side of the outline, past the blurred edge itself.
-    # (Chessboard distances: to the desk for the sheet's pixels, to the sheet for the desk's.)
+        return None
+    # The step is read a few pixels either side of the outline, past the blurred edge itself,
+    # against the paper nearby: the light can differ a lot between the sheet's sides, so only
+    # a comparison on the spot tells a step from a slope. (Chessboard distances: to the desk
+    # for the sheet's pixels, to the sheet for the desk's.)
     to_desk = cv2.distanceTransform(sheet, cv2.DIST_C, 3)
     to_sheet = cv2.distanceTransform(desk, cv2.DIST_C, 3)
-    paper_near_edge = pixels[(bright == 1) & (to_desk >= 2) & (to_desk <= 4)]
-    desk_near_edge = pixels[(to_sheet >= 2) & (to_sheet <= 4)]
-    if not paper_near_edge.size or not desk_near_edge.size:
-        return gray, False
-    paper_level = _median(paper_near_edge)
-    step = paper_level - _median(desk_near_edge)
-    # A sheet's edge is a step; the shade of a vignette is a slope, which changes as much
-    # between the paper there and the paper further in.
-    paper_further_in = pixels[(bright == 1) & (to_desk >= 6) & (to_desk <= 8)]
-    slope = abs(paper_level - _median(paper_further_in)) if paper_further_in.size else 0.0
+    paper_near_edge = _local_mean(pixels, paper & (to_desk >= 2) & (to_desk <= 4))
+    paper_further_in = _local_mean(pixels, paper & (to_desk >= 6) & (to_desk <= 8))
+    compared = (to_sheet >= 2) & (to_sheet <= 4) & (paper_near_edge >= 0) & (paper_further_in >= 0)
+    if not compared.any():
+        return None
+    step = _median(paper_near_edge[compared] - pixels[compared])
+    slope = _median(np.abs(paper_near_edge[compared] - paper_further_in[compared]))
     if step < DESK_MIN_STEP or step < DESK_STEP_OVER_SLOPE * slope:
-        return gray, False
-    # Painted with the paper's brightness carried on from the sheet nearby (its local mean over
-    # a wide window), so no new edge appears where the light across the sheet is uneven. The
-    # sheet's edge is blurred over a pixel or two: painted over too.
-    paper = (sheet & bright).astype(np.float32)
-    window = (max(pixels.shape) // 4) | 1
-    weight = cv2.blur(cv2.blur(paper, (window, window)), (window, window))
-    carried = cv2.blur(cv2.blur(pixels * paper, (window, window)), (window, window))
-    painted = to_desk <= 3  # The desk is at distance 0.
-    cleaned = pixels.copy()
-    cleaned[painted] = np.where(
-        weight[painted] > 0.01, carried[painted] / np.maximum(weight[painted], 0.01), paper_level
-    )
-    return Grayscale(cleaned, gray.left, gray.top, gray.scale), True
+        return None
+    corners = outline.reshape(-1, 2).astype(np.float32) / gray.scale + (gray.left, gray.top)
+    return Sheet(corners, gray.scale)
+
+
+def _edges(levels: np.ndarray) -> np.ndarray:
+    """Canny's edges (255) of an image: steps of at least EDGE_STEP gray levels a pixel, and
+    their continuations down to half that. Uneven light, shadows and vignettes change far
+    more slowly."""
+    levels = levels if levels.dtype == np.uint8 else cv2.convertScaleAbs(levels)
+    # Sobel's 3x3 kernel answers 8 for a step of one gray level a pixel.
+    return np.asarray(cv2.Canny(levels, 4 * EDGE_STEP, 8 * EDGE_STEP, L2gradient=True))
+
+
+def _local_mean(pixels: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """The mean of the pixels `where` holds within DESK_STEP_REACH of each pixel (-1 where
+    there are none)."""
+    window = (2 * DESK_STEP_REACH + 1, 2 * DESK_STEP_REACH + 1)
+    chosen = where.astype(np.float32)
+    weight = cv2.blur(chosen, window, borderType=cv2.BORDER_CONSTANT)
+    total = cv2.blur(pixels * chosen, window, borderType=cv2.BORDER_CONSTANT)
+    return np.asarray(np.where(weight > 1e-6, total / np.maximum(weight, 1e-6), -1.0))
 
 
 # A sheet on a desk: images (or parts looked at closer) smaller than DESK_MIN_SIDE are never
 # one. The desk runs along at least DESK_MIN_BORDER of the image's border, in parts of at least
 # DESK_PART_BORDER each (ink touching the border runs along far less), covers at least
 # DESK_MIN_AREA of the image, and is at least DESK_MIN_STEP gray levels darker than the paper
-# at the sheet's edge, a step at least DESK_STEP_OVER_SLOPE times the change in the paper
-# just further in; the sheet's bright part covers at least SHEET_MIN_AREA.
+# at the sheet's edge nearby, a step at least DESK_STEP_OVER_SLOPE times the change in the
+# paper just further in (within DESK_STEP_REACH pixels); the sheet covers at least
+# SHEET_MIN_AREA. DESK_EDGE pixels past its outline (in the image it was found in) are painted.
 DESK_MIN_SIDE = 48
 DESK_MIN_BORDER = 0.15
 DESK_PART_BORDER = 0.05
 DESK_MIN_AREA = 0.02
 DESK_MIN_STEP = 20
 DESK_STEP_OVER_SLOPE = 2
+DESK_STEP_REACH = 12
 SHEET_MIN_AREA = 0.3
+DESK_EDGE = 3
+# An edge: a step of at least this many gray levels a pixel.
+EDGE_STEP = 12
 
 
 def _find_glyph(gray: Grayscale, inverted: bool) -> tuple[np.ndarray, ImageBox] | None:

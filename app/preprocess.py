@@ -196,8 +196,8 @@ def _find_sheet(gray: Grayscale) -> Sheet | None:
 
     Regions darker than Otsu's threshold must run along a good part of the image's border (the
     desk, or the sheet's own shade), and a sharp edge must enclose a large region with them
-    outside it: the brightest large region no edge crosses is the paper, and the convex hull of it is
-    the sheet (so ink on it is never painted over). The shade of uneven light, a shadow or a
+    outside it: the brightest large region no edge crosses is the paper, and its convex hull
+    is the sheet (so ink on it is never painted over). The shade of uneven light, a shadow or a
     vignette darkens gradually and has no edge; an edge must also step down across the
     outline by more than the paper changes just inside it.
     """

@@ -385,6 +385,8 @@ def _isolate_glyph(gray: np.ndarray) -> tuple[np.ndarray, Box] | None:
     if ink_level - noise_floor < MIN_INK_CONTRAST:  # Only noise is left.
         return None
     faint = flattened > max(noise_floor, FAINT_INK * ink_level)
+    if min(faint.shape) >= RULED_MIN_SIDE:
+        faint &= ~_ruled_lines(faint & (flattened < STRONG_INK * ink_level))
     # Wu's algorithm numbers the strokes in raster order, as scipy.ndimage.label does.
     count, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
         faint.view(np.uint8), 8, cv2.CV_32S, cv2.CCL_SAUF
@@ -416,6 +418,33 @@ def _isolate_glyph(gray: np.ndarray) -> tuple[np.ndarray, Box] | None:
     return glyph[top : top + height, left : left + width], box
 
 
+def _ruled_lines(faint: np.ndarray) -> np.ndarray:
+    """The lines of squared or ruled paper: straight rows or columns of faint pixels longer
+    than RULED_LINE_LENGTH of the image, at least RULED_MIN_LINES of them side by side, which
+    strokes grown into faint pixels would otherwise follow out of the digit. A digit's own
+    straight strokes are strong ink, or one or two faint hairlines."""
+    length = max(3, round(RULED_LINE_LENGTH * max(faint.shape))) | 1
+    mask = faint.view(np.uint8)
+    lines = np.zeros_like(mask)
+    # Most images have no row or column with that many faint pixels: nothing to look for.
+    for counted_per, footprint in ((_PER_ROW, (1, length)), (_PER_COLUMN, (length, 1))):
+        if cv2.reduce(mask, counted_per, cv2.REDUCE_SUM, dtype=cv2.CV_32S).max() < length:
+            continue
+        straight = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones(footprint, dtype=np.uint8))
+        count, _ = cv2.connectedComponents(straight, connectivity=8)
+        if count - 1 >= RULED_MIN_LINES:
+            lines |= np.asarray(straight, dtype=np.uint8)
+    return lines.view(bool)
+
+
+# Lines of squared or ruled paper are looked for in images at least RULED_MIN_SIDE pixels on
+# their shorter side, as at least RULED_MIN_LINES faint straight runs of at least
+# RULED_LINE_LENGTH of the longer side.
+RULED_MIN_SIDE = 48
+RULED_LINE_LENGTH = 0.15
+RULED_MIN_LINES = 3
+# cv2.reduce's dimension: to one column (a sum per row), to one row (a sum per column).
+_PER_ROW, _PER_COLUMN = 1, 0
 # Relative to the ink's own level (its 99th percentile above the noise): a stroke is grown
 # from pixels at least STRONG_INK strong into touching pixels at least FAINT_INK strong.
 STRONG_INK = 0.5

@@ -317,6 +317,26 @@ def test_the_bar_of_a_5_written_well_above_its_body_is_kept():
     assert abs(bottom - 380) < 3
 
 
+def test_the_lines_of_squared_paper_are_not_ink(digit, reference):
+    """Faint grid lines run through and past the digit; strokes grown into faint pixels must
+    not follow them out, nor keep the pieces between its strokes."""
+    mask = on_page(natural_glyph(digit, 240), (600, 800), top=180, left=280)
+    grid = np.zeros(mask.shape, dtype=np.float32)
+    for offset in range(4):  # Lines 4 px wide, every 30 px.
+        grid[5 + offset :: 30] = grid[:, 12 + offset :: 30] = 1
+    rng = np.random.default_rng(0)
+    sheet = paper(mask.shape, rng, brightness=245, tint=(1, 1, 1), grain=2)
+    lined = inked(sheet, grid, (120, 160, 215), 0.7)
+    result = preprocess_image(
+        open_image(encode(to_image(inked(lined, mask, INK_COLOURS["black"], 0.9)), "PNG")),
+        "mnist",
+    )
+    rows, columns = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    ink_box = (columns[0], rows[0], columns[-1] + 1, rows[-1] + 1)
+    assert np.abs(np.subtract(result.crop_box, ink_box)).max() < 6
+    assert similarity(result.pixels, reference) > 0.85
+
+
 def test_a_dim_16_bit_scan_with_dead_and_hot_pixels_is_read_like_any_other(digit, reference):
     """Scanners and sensors write 16-bit grayscale that spans a fraction of the range, and a
     dead or a stuck pixel at either extreme must not squash the digit into the noise."""

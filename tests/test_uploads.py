@@ -34,15 +34,11 @@ from tests.conftest import COMMITTED_MODEL_BASE
 from tests.server import running_server
 
 GUARD_PER_CATEGORY = 30
-# At most one miss in a category's 30 and three in all 540. The sample is fixed, so the result
+# At most one miss in a category's 30 and four in all 630. The sample is fixed, so the result
 # does not vary between runs; the preprocessing before the evaluation suite existed scored 95.7 %
 # overall here, with four categories at 87-90 %. The full evaluation's figures are in the README.
 GUARD_CATEGORY_FLOOR = 29 / 30
 GUARD_OVERALL_FLOOR = 0.993
-# Categories still short of the floor, guarded at what they reach now (issue 21: sheets on a
-# desk, 88 % on 300 test digits after the desk-finding step, 33 % before it); they stay out of
-# the overall figure.
-GUARD_OPEN_FLOORS = {"sheet_on_desk": 24 / 30}
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +98,7 @@ def test_canvas_drawings_are_transparent_around_the_strokes(digits):
 
 def test_a_sheet_on_a_desk_is_cropped_to_the_digit_not_the_page(digits, served_model):
     """The desk past the sheet's edges is not ink: the crop box is the digit's, a small part
-    of the photo, and the answer is right for most."""
+    of the photo, and the answer is right for all but at most one."""
     images, labels = digits
     uploads = list(generate(images, labels, per_category=10, categories=["sheet_on_desk"]))
     right = 0
@@ -114,7 +110,7 @@ def test_a_sheet_on_a_desk_is_cropped_to_the_digit_not_the_page(digits, served_m
         assert (right_edge - left) * (bottom - top) < 0.3 * image.width * image.height
         assert found.inverted  # Dark ink on light paper, whatever the desk's colour.
         right += served_model.predict_batch([found.pixels])[0].argmax() == upload.label
-    assert right >= 8
+    assert right >= 9
 
 
 def test_camera_jpegs_are_stored_rotated_with_an_orientation_tag(digits):
@@ -171,10 +167,8 @@ def test_every_kind_of_upload_stays_above_its_floor(digits, served_model):
     report = upload_scores.format_report(outcomes)
     assert list(table) == list(CATEGORIES)
     for category, (right, total) in table.items():
-        floor = GUARD_OPEN_FLOORS.get(category, GUARD_CATEGORY_FLOOR)
-        assert right / total >= floor, f"{category}\n{report}"
-    settled = [table[category] for category in table if category not in GUARD_OPEN_FLOORS]
-    right, total = (sum(column) for column in zip(*settled, strict=True))
+        assert right / total >= GUARD_CATEGORY_FLOOR, f"{category}\n{report}"
+    right, total = (sum(column) for column in zip(*table.values(), strict=True))
     assert right / total >= GUARD_OVERALL_FLOOR, report
 
 

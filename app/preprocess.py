@@ -158,16 +158,19 @@ def _runs_off(box: ImageBox, region: Grayscale, image_size: tuple[int, int]) -> 
 
 @dataclass(frozen=True, slots=True)
 class Sheet:
-    """A sheet of paper lying on a desk: its outline in image pixels (x, y), and the scale
-    (pixels per image pixel) of the image it was found in."""
+    """A sheet of paper lying on a desk: its outline in image pixels (x, y), the scale (pixels
+    per image pixel) of the image it was found in, and the longer side of the whole image."""
 
     outline: np.ndarray
     found_at_scale: float
+    image_side: float
 
     def painted(self, gray: Grayscale) -> Grayscale:
-        """`gray` with the desk and the sheet's edge painted over in the paper's brightness,
-        carried on from the sheet nearby (its local mean over a wide window), so no new edge
-        appears where the light across the sheet is uneven."""
+        """`gray` as if the sheet lay flat under even light: the desk and the sheet's edge
+        painted over in the paper's level, and the sheet divided by the paper's brightness
+        nearby (its mean within SHADE_WINDOW of the image, less the ink and anything else with
+        an edge). That takes out the soft edge of a shadow across the sheet, which the smooth
+        lighting fit cannot follow and which would otherwise be taken for a stroke."""
         pixels = gray.pixels
         inside = np.zeros(pixels.shape, dtype=np.uint8)
         corners = (self.outline - (gray.left, gray.top)) * gray.scale
@@ -176,18 +179,17 @@ class Sheet:
         # as exact as the image it was found in.
         edge = DESK_EDGE * max(1.0, gray.scale / self.found_at_scale)
         painted = cv2.distanceTransform(inside, cv2.DIST_C, 3) <= edge
-        if not painted.any():
-            return gray
         # The paper: what is left, less the ink and anything else with an edge.
         paper = (~painted & ~_dilated(_edges(pixels) > 0, _SQUARE_3)).astype(np.float32)
-        window = (max(pixels.shape) // 4) | 1
+        if not paper.any():
+            return gray
+        window = max(3, round(SHADE_WINDOW * self.image_side * gray.scale)) | 1
         weight = cv2.blur(cv2.blur(paper, (window, window)), (window, window))
         carried = cv2.blur(cv2.blur(pixels * paper, (window, window)), (window, window))
-        fallback = float(cv2.mean(pixels, paper.astype(np.uint8))[0]) if paper.any() else 255.0
-        cleaned = pixels.copy()
-        cleaned[painted] = np.where(
-            weight[painted] > 0.01, carried[painted] / np.maximum(weight[painted], 0.01), fallback
-        )
+        level = float(cv2.mean(pixels, paper.astype(np.uint8))[0])
+        local = np.where(weight > 0.01, carried / np.maximum(weight, 0.01), level)
+        cleaned = np.where(painted, level, pixels * (level / np.maximum(local, 1.0)))
+        cleaned = np.minimum(cleaned, 255).astype(np.float32)
         return Grayscale(cleaned, gray.left, gray.top, gray.scale)
 
 
@@ -254,7 +256,7 @@ def _find_sheet(gray: Grayscale) -> Sheet | None:
     if step < DESK_MIN_STEP or step < DESK_STEP_OVER_SLOPE * slope:
         return None
     corners = outline.reshape(-1, 2).astype(np.float32) / gray.scale + (gray.left, gray.top)
-    return Sheet(corners, gray.scale)
+    return Sheet(corners, gray.scale, max(pixels.shape) / gray.scale)
 
 
 def _edges(levels: np.ndarray) -> np.ndarray:
@@ -292,6 +294,8 @@ DESK_STEP_OVER_SLOPE = 2
 DESK_STEP_REACH = 12
 SHEET_MIN_AREA = 0.3
 DESK_EDGE = 3
+# The paper's brightness on a sheet is its mean within this share of the image's longer side.
+SHADE_WINDOW = 0.08
 # An edge: a step of at least this many gray levels a pixel.
 EDGE_STEP = 12
 

@@ -184,13 +184,31 @@ class Sheet:
         if not paper.any():
             return gray
         window = max(3, round(SHADE_WINDOW * self.image_side * gray.scale)) | 1
-        weight = cv2.blur(cv2.blur(paper, (window, window)), (window, window))
-        carried = cv2.blur(cv2.blur(pixels * paper, (window, window)), (window, window))
         level = float(cv2.mean(pixels, paper.astype(np.uint8))[0])
-        local = np.where(weight > 0.01, carried / np.maximum(weight, 0.01), level)
+        local = _mean_nearby(pixels, paper, window, level)
+        # Ink too faint or thin to have an edge is darker than the paper around it: read again
+        # without it, or it would be taken for paper and evened out with it.
+        paper *= pixels >= local - INK_BELOW_PAPER
+        local = _mean_nearby(pixels, paper, window, level)
         cleaned = np.where(painted, level, pixels * (level / np.maximum(local, 1.0)))
         cleaned = np.minimum(cleaned, 255).astype(np.float32)
-        return Grayscale(cleaned, gray.left, gray.top, gray.scale)
+        # Cropped to the sheet: a wide desk painted flat would outweigh the paper's grain in
+        # the statistics of what is noise.
+        left, top, width, height = cv2.boundingRect((~painted).view(np.uint8))
+        return Grayscale(
+            cleaned[top : top + height, left : left + width],
+            gray.left + left / gray.scale,
+            gray.top + top / gray.scale,
+            gray.scale,
+        )
+
+
+def _mean_nearby(pixels: np.ndarray, where: np.ndarray, window: int, empty: float) -> np.ndarray:
+    """The mean of the pixels `where` (0 or 1) holds, weighted towards each pixel over about
+    two `window`s (`empty` where there are none)."""
+    weight = cv2.blur(cv2.blur(where, (window, window)), (window, window))
+    total = cv2.blur(cv2.blur(pixels * where, (window, window)), (window, window))
+    return np.where(weight > 0.01, total / np.maximum(weight, 0.01), empty)
 
 
 def _find_sheet(gray: Grayscale) -> Sheet | None:
@@ -296,6 +314,8 @@ SHEET_MIN_AREA = 0.3
 DESK_EDGE = 3
 # The paper's brightness on a sheet is its mean within this share of the image's longer side.
 SHADE_WINDOW = 0.08
+# Gray levels darker than the paper nearby that a pixel of a sheet must be to be ink, not paper.
+INK_BELOW_PAPER = 8
 # An edge: a step of at least this many gray levels a pixel.
 EDGE_STEP = 12
 

@@ -12,6 +12,7 @@ from app.errors import BlankImageError, ImageTooLargeError, InvalidImageError
 from app.model_format import INPUT_SIDE, PreprocessingProfile
 from app.preprocess import preprocess, preprocess_image
 from model.uploads import INK_COLOURS, inked, lighting, natural_glyph, paper, pen_glyph, to_image
+from tests.conftest import FIXTURES
 from tests.imaging import canvas_drawing, encode, paper_photo, png, similarity
 
 FORMATS = [
@@ -335,6 +336,17 @@ def test_the_lines_of_squared_paper_are_not_ink(digit, reference):
     ink_box = (columns[0], rows[0], columns[-1] + 1, rows[-1] + 1)
     assert np.abs(np.subtract(result.crop_box, ink_box)).max() < 6
     assert similarity(result.pixels, reference) > 0.85
+
+
+def test_a_large_digit_running_off_a_page_is_not_taken_for_a_sheet_on_a_desk():
+    """Its strokes along the border look like a desk, and they split the page: painting out
+    everything past the largest piece of paper would paint out most of the digit."""
+    data = (FIXTURES / "large_digit_off_page.jpg").read_bytes()
+    found = preprocess_image(open_image(data), "mnist")
+    width, height = Image.open(io.BytesIO(data)).size
+    left, top, right, bottom = found.crop_box
+    assert right - left > 0.6 * width
+    assert bottom - top > 0.4 * height
 
 
 def test_a_dim_16_bit_scan_with_dead_and_hot_pixels_is_read_like_any_other(digit, reference):

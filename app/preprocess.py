@@ -261,10 +261,14 @@ def _find_sheet(gray: Grayscale) -> Sheet | None:
     # A dark region along the border that carries on into the sheet, past the edge and apart
     # from the paper, is ink (a large digit running off the image), not a desk.
     to_desk = cv2.distanceTransform(sheet, cv2.DIST_C, 3)
-    # Paper outside the outline as large as a good part of the sheet's: the sheet is a page
-    # that a large digit running off the image splits, not a sheet on a desk.
-    bright_outside = np.bincount(regions[(dark == 0) & (desk == 1)], minlength=region_count)
+    # Paper outside the outline as large as a good part of the sheet's, and apart from it (not
+    # just across its edge, as a desk is): the sheet is a page that a large digit running off
+    # the image splits, not a sheet on a desk.
+    apart = desk & (1 - _dilated(paper, _SQUARE_9))
+    bright_outside = np.bincount(regions[(dark == 0) & (apart == 1)], minlength=region_count)
     bright_outside[0] = 0  # Edges.
+    beside = np.bincount(regions[(desk == 1) & (apart == 0)], minlength=region_count)
+    bright_outside[beside > 0] = 0
     if bright_outside.max() > DESK_MAX_PAPER_OUTSIDE * bright_area[brightest]:
         return None
     # The step is read a few pixels either side of the outline, past the blurred edge itself,
@@ -494,6 +498,7 @@ PART_MIN_MASS = 0.2
 PART_MAX_GAP = 0.75
 _SQUARE_3 = np.ones((3, 3), dtype=np.uint8)
 _SQUARE_5 = np.ones((5, 5), dtype=np.uint8)
+_SQUARE_9 = np.ones((9, 9), dtype=np.uint8)
 # The service runs one preprocessing per thread and several threads per process: OpenCV's own
 # threads would only compete with them for the cores.
 cv2.setNumThreads(1)

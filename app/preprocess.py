@@ -258,9 +258,6 @@ def _find_sheet(gray: Grayscale) -> Sheet | None:
     is_desk_part[desk_parts] = 1
     if int(cv2.countNonZero(is_desk_part[labels] & desk)) < DESK_MIN_AREA * pixels.size:
         return None
-    # A dark region along the border that carries on into the sheet, past the edge and apart
-    # from the paper, is ink (a large digit running off the image), not a desk.
-    to_desk = cv2.distanceTransform(sheet, cv2.DIST_C, 3)
     # Paper outside the outline as large as a good part of the sheet's, and apart from it (not
     # just across its edge, as a desk is): the sheet is a page that a large digit running off
     # the image splits, not a sheet on a desk.
@@ -275,6 +272,7 @@ def _find_sheet(gray: Grayscale) -> Sheet | None:
     # against the paper nearby: the light can differ a lot between the sheet's sides, so only
     # a comparison on the spot tells a step from a slope. (Chessboard distances: to the desk
     # for the sheet's pixels, to the sheet for the desk's.)
+    to_desk = cv2.distanceTransform(sheet, cv2.DIST_C, 3)
     to_sheet = cv2.distanceTransform(desk, cv2.DIST_C, 3)
     paper_near_edge = _local_mean(pixels, paper & (to_desk >= 2) & (to_desk <= 4))
     paper_further_in = _local_mean(pixels, paper & (to_desk >= 6) & (to_desk <= 8))
@@ -314,9 +312,9 @@ def _local_mean(pixels: np.ndarray, where: np.ndarray) -> np.ndarray:
 # DESK_MIN_AREA of the image, and is at least DESK_MIN_STEP gray levels darker than the paper
 # at the sheet's edge nearby, a step at least DESK_STEP_OVER_SLOPE times the change in the
 # paper just further in (within DESK_STEP_REACH pixels); the sheet covers at least
-# SHEET_MIN_AREA, and no bright region without an edge outside it is larger than
-# DESK_MAX_PAPER_OUTSIDE of the paper on it. DESK_EDGE pixels past its outline (in the image
-# it was found in) are painted.
+# SHEET_MIN_AREA, and no bright region without an edge, outside it and apart from its paper, is
+# larger than DESK_MAX_PAPER_OUTSIDE of the paper on it. DESK_EDGE pixels past its outline (in
+# the image it was found in) are painted.
 DESK_MIN_SIDE = 48
 DESK_MIN_BORDER = 0.15
 DESK_PART_BORDER = 0.05

@@ -318,7 +318,7 @@ def _local_mean(pixels: np.ndarray, where: np.ndarray) -> np.ndarray:
 DESK_MIN_SIDE = 48
 DESK_MIN_BORDER = 0.15
 DESK_PART_BORDER = 0.05
-DESK_MIN_AREA = 0.02
+DESK_MIN_AREA = 0.01
 DESK_MIN_STEP = 20
 DESK_STEP_OVER_SLOPE = 2
 DESK_STEP_REACH = 12

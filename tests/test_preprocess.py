@@ -349,6 +349,19 @@ def test_a_large_digit_running_off_a_page_is_not_taken_for_a_sheet_on_a_desk():
     assert bottom - top > 0.4 * height
 
 
+def test_a_sheet_with_only_a_thin_strip_of_desk_showing_is_found():
+    """The desk shows as a strip a pixel or two wide at the working size, along two edges:
+    taken for part of the page, it tilted the lighting fit until the paper looked darker than
+    the ink, and the whole photo was cropped instead of the digit."""
+    data = (FIXTURES / "thin_desk_strip.jpg").read_bytes()
+    found = preprocess_image(open_image(data), "mnist")
+    width, height = Image.open(io.BytesIO(data)).size
+    left, top, right, bottom = found.crop_box
+    assert found.inverted
+    assert right - left < 0.2 * width
+    assert bottom - top < 0.25 * height
+
+
 def test_a_dim_16_bit_scan_with_dead_and_hot_pixels_is_read_like_any_other(digit, reference):
     """Scanners and sensors write 16-bit grayscale that spans a fraction of the range, and a
     dead or a stuck pixel at either extreme must not squash the digit into the noise."""

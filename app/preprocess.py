@@ -254,6 +254,18 @@ def _find_sheet(gray: Grayscale) -> Sheet | None:
     sheet = np.zeros_like(paper)
     cv2.fillConvexPoly(sheet, outline, 1)
     desk = 1 - sheet
+    # A sheet is paper all over but for the ink on it, and whatever lies around it stays
+    # outside it. The inside of a thick light stroke on a dark canvas is not a sheet: the canvas
+    # fills the bays of its outline and the holes of its loops.
+    sheet_area = cv2.countNonZero(sheet)
+    if stats[brightest, cv2.CC_STAT_AREA] < SHEET_MIN_SOLIDITY * sheet_area:
+        return None
+    to_desk = cv2.distanceTransform(sheet, cv2.DIST_C, 3)
+    inside = np.bincount(regions[to_desk > DESK_EDGE + 1], minlength=region_count)
+    outside = np.bincount(regions[desk == 1], minlength=region_count)
+    inside[0] = inside[brightest] = 0  # Edges, and the paper itself.
+    if inside[outside > 0].sum() > SHEET_MAX_BAYS * sheet_area:
+        return None
     is_desk_part = np.zeros(count, dtype=np.uint8)
     is_desk_part[desk_parts] = 1
     if int(cv2.countNonZero(is_desk_part[labels] & desk)) < DESK_MIN_AREA * pixels.size:
@@ -272,7 +284,6 @@ def _find_sheet(gray: Grayscale) -> Sheet | None:
     # against the paper nearby: the light can differ a lot between the sheet's sides, so only
     # a comparison on the spot tells a step from a slope. (Chessboard distances: to the desk
     # for the sheet's pixels, to the sheet for the desk's.)
-    to_desk = cv2.distanceTransform(sheet, cv2.DIST_C, 3)
     to_sheet = cv2.distanceTransform(desk, cv2.DIST_C, 3)
     paper_near_edge = _local_mean(pixels, paper & (to_desk >= 2) & (to_desk <= 4))
     paper_further_in = _local_mean(pixels, paper & (to_desk >= 6) & (to_desk <= 8))
@@ -311,10 +322,11 @@ def _local_mean(pixels: np.ndarray, where: np.ndarray) -> np.ndarray:
 # DESK_PART_BORDER each (ink touching the border runs along far less), covers at least
 # DESK_MIN_AREA of the image, and is at least DESK_MIN_STEP gray levels darker than the paper
 # at the sheet's edge nearby, a step at least DESK_STEP_OVER_SLOPE times the change in the
-# paper just further in (within DESK_STEP_REACH pixels); the sheet covers at least
-# SHEET_MIN_AREA, and no bright region without an edge, outside it and apart from its paper, is
-# larger than DESK_MAX_PAPER_OUTSIDE of the paper on it. DESK_EDGE pixels past its outline (in
-# the image it was found in) are painted.
+# paper just further in (within DESK_STEP_REACH pixels); the paper covers at least
+# SHEET_MIN_AREA of the image and SHEET_MIN_SOLIDITY of its hull, regions beyond the hull reach
+# into it (past DESK_EDGE) over at most SHEET_MAX_BAYS of it, and no bright region without an
+# edge, outside it and apart from its paper, is larger than DESK_MAX_PAPER_OUTSIDE of the paper
+# on it. DESK_EDGE pixels past its outline (in the image it was found in) are painted.
 DESK_MIN_SIDE = 48
 DESK_MIN_BORDER = 0.15
 DESK_PART_BORDER = 0.05
@@ -322,7 +334,9 @@ DESK_MIN_AREA = 0.01
 DESK_MIN_STEP = 20
 DESK_STEP_OVER_SLOPE = 2
 DESK_STEP_REACH = 12
-SHEET_MIN_AREA = 0.3
+SHEET_MIN_AREA = 0.1
+SHEET_MIN_SOLIDITY = 0.6
+SHEET_MAX_BAYS = 0.01
 DESK_MAX_PAPER_OUTSIDE = 0.3
 DESK_EDGE = 3
 # The paper's brightness on a sheet is its mean within this share of the image's longer side.

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -360,6 +361,25 @@ def test_a_sheet_with_only_a_thin_strip_of_desk_showing_is_found():
     assert found.inverted
     assert right - left < 0.2 * width
     assert bottom - top < 0.25 * height
+
+
+def test_a_small_sheet_in_the_middle_of_a_desk_is_found(digit, reference):
+    """Photographed from further away, the sheet covers a fifth of the photo: still a sheet,
+    and the digit on it is read, not the sheet's outline."""
+    sheet = np.asarray(page(on_page(natural_glyph(digit, 110), (300, 240), 95, 70)))
+    height, width = 700, 900
+    flat = np.float32([[0, 0], [240, 0], [240, 300], [0, 300]])
+    corners = np.float32([[300, 170], [620, 185], [605, 540], [290, 525]])
+    warp = cv2.getPerspectiveTransform(flat, corners)
+    scene = cv2.warpPerspective(sheet, warp, (width, height), borderValue=(80, 95, 130))
+    scene = scene + np.random.default_rng(0).normal(0, 3, scene.shape)
+    result = preprocess_image(open_image(encode(to_image(scene), "JPEG", quality=85)), "mnist")
+    left, top, right, bottom = result.crop_box
+    assert left > 290
+    assert top > 170
+    assert right < 620
+    assert bottom < 540
+    assert similarity(result.pixels, reference) > 0.85
 
 
 def test_a_dim_16_bit_scan_with_dead_and_hot_pixels_is_read_like_any_other(digit, reference):

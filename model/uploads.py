@@ -512,10 +512,46 @@ def _desk(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     return surface
 
 
+def _keyboard(size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A dark keyboard: keys in rows each shifted a third of a key, a darker frame between them,
+    a light legend on every key."""
+    height, width = size
+    key = max(12, round(min(size) * rng.uniform(0.05, 0.09)))
+    pitch = key + max(2, key // 6)
+    rows, columns = np.mgrid[0:height, 0:width]
+    across = rows % pitch
+    along = (columns + (rows // pitch) * (key // 3)) % pitch
+    on_key = (across < key) & (along < key)
+    legend = (
+        on_key
+        & (np.abs(across - 0.4 * key) <= max(1, key // 10))
+        & (np.abs(along - key / 2) < key / 5)
+    )
+    level = rng.uniform(25, 60)
+    surface = np.full((*size, 3), 0.7 * level, dtype=np.float32)
+    surface[on_key] = level
+    surface[legend] = rng.uniform(150, 220)
+    surface += noise((*size, 1), rng, 2.0)
+    return surface
+
+
 def sheet_on_desk(digit: np.ndarray, rng: np.random.Generator) -> Rendered:
     """A sheet lying on a desk, photographed from a little off straight above: the sheet a
     skewed quadrilateral (corners moved by up to ~12 % of the side), the desk showing past one to
     four of its edges, a soft shadow across one side, blur, noise, JPEG."""
+    return _sheet_photographed(digit, rng, _desk)
+
+
+def sheet_on_keyboard(digit: np.ndarray, rng: np.random.Generator) -> Rendered:
+    """The same sheet lying on a keyboard: dark keys with light legends past its edges."""
+    return _sheet_photographed(digit, rng, _keyboard)
+
+
+def _sheet_photographed(
+    digit: np.ndarray,
+    rng: np.random.Generator,
+    surface: Callable[[tuple[int, int], np.random.Generator], np.ndarray],
+) -> Rendered:
     height, width = random_size(rng, 480, 1280)
     sheet_size = (height, width)
     glyph = natural_glyph(digit, glyph_height_for(height, rng, 0.12, 0.45))
@@ -557,7 +593,7 @@ def sheet_on_desk(digit: np.ndarray, rng: np.random.Generator) -> Rendered:
     coverage = cv2.warpPerspective(
         np.ones(sheet_size, dtype=np.float32), warp, (width, height), flags=cv2.INTER_LINEAR
     )[..., np.newaxis]
-    scene = flat_sheet * coverage + _desk((height, width), rng) * (1 - coverage)
+    scene = flat_sheet * coverage + surface((height, width), rng) * (1 - coverage)
     # A soft shadow (a hand, the phone) darkening one side, with a blurred edge.
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     angle = rng.uniform(0, 2 * np.pi)
@@ -716,6 +752,7 @@ CATEGORIES: dict[str, Renderer] = {
     "cmyk_jpeg": cmyk_jpeg,
     "sheet_on_desk": sheet_on_desk,
     "squared_paper": squared_paper,
+    "sheet_on_keyboard": sheet_on_keyboard,
 }
 CONTENT_TYPES = {
     "png": "image/png",

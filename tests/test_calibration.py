@@ -16,6 +16,7 @@ from app.model_format import ModelLoadError
 from app.models import load_model
 from model import calibrate
 from model.calibrate import fit_temperature
+from model.uploads import CATEGORIES
 from tests.conftest import COMMITTED_MODEL
 
 
@@ -84,6 +85,7 @@ def test_calibrating_a_version_records_a_fitted_temperature(tmp_path: Path, full
     shutil.copytree(COMMITTED_MODEL, copy)
     calibrate.main([str(copy), "--data", str(full_mnist), "--per-category", "3", "--workers", "1"])
     record = json.loads((copy / "metadata.json").read_text())[CALIBRATION_RECORD]
-    assert record["fitted_on"].startswith("63 uploads of MNIST training digits held out")
+    uploads = 3 * len(CATEGORIES)  # Every one answered: none is blank.
+    assert record["fitted_on"].startswith(f"{uploads} uploads of MNIST training digits held out")
     assert record["after"]["negative_log_likelihood"] <= record["before"]["negative_log_likelihood"]
     assert temperature_of({CALIBRATION_RECORD: record}) == record["temperature"]

@@ -235,6 +235,16 @@ def on_page(glyph: np.ndarray, size: tuple[int, int], top: int, left: int) -> np
     return mask
 
 
+def assert_crop_inside(crop_box: tuple[float, ...], bounds: tuple[float, ...]) -> None:
+    """The crop box lies strictly inside `bounds` (left, top, right, bottom)."""
+    left, top, right, bottom = crop_box
+    bound_left, bound_top, bound_right, bound_bottom = bounds
+    assert left > bound_left
+    assert top > bound_top
+    assert right < bound_right
+    assert bottom < bound_bottom
+
+
 def ink_box(pixels: np.ndarray) -> tuple[int, int]:
     rows, columns = np.flatnonzero(pixels.any(axis=1)), np.flatnonzero(pixels.any(axis=0))
     return rows[-1] - rows[0] + 1, columns[-1] - columns[0] + 1
@@ -261,11 +271,7 @@ def test_specks_and_smudges_away_from_the_digit_are_dropped(digit, reference):
     mask[20:26, 30:36] = 1  # Dust near a corner.
     mask[350:353, 340:370] = 0.6  # A faint pencil smudge.
     result = preprocess_image(open_image(encode(page(mask), "PNG")), "mnist")
-    left, top, right, bottom = result.crop_box
-    assert top > 100
-    assert left > 100
-    assert bottom < 300
-    assert right < 300
+    assert_crop_inside(result.crop_box, (100, 100, 300, 300))
     assert similarity(result.pixels, reference) > 0.9
 
 
@@ -374,11 +380,7 @@ def test_a_small_sheet_in_the_middle_of_a_desk_is_found(digit, reference):
     scene = cv2.warpPerspective(sheet, warp, (width, height), borderValue=(80, 95, 130))
     scene = scene + np.random.default_rng(0).normal(0, 3, scene.shape)
     result = preprocess_image(open_image(encode(to_image(scene), "JPEG", quality=85)), "mnist")
-    left, top, right, bottom = result.crop_box
-    assert left > 290
-    assert top > 170
-    assert right < 620
-    assert bottom < 540
+    assert_crop_inside(result.crop_box, (290, 170, 620, 540))
     assert similarity(result.pixels, reference) > 0.85
 
 

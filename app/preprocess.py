@@ -87,6 +87,10 @@ def _centre_like_mnist(decoded: Decoded) -> Preprocessed:
     if _already_like_mnist(working.pixels):
         return Preprocessed(working.pixels, False, (0.0, 0.0, 28.0, 28.0), 1.0)
     sheet = _find_sheet(working)
+    if sheet is None or not _written_on(sheet, working):
+        # Past a darker sheet, a white desk is the light region with an edge around it, but
+        # nothing is written on it.
+        sheet = _find_darker_sheet(working) or sheet
     if sheet is not None:
         working = sheet.painted(working)
     # Ink on a sheet of paper is darker than the paper.
@@ -194,6 +198,16 @@ class Sheet:
     found_at_scale: float
     image_side: float
 
+    def well_inside(self, gray: Grayscale) -> np.ndarray:
+        """Where `gray` shows the sheet, less DESK_EDGE pixels (of the image it was found in)
+        along its outline: the sheet's blurred edge reaches a pixel or two past the outline,
+        which is itself only as exact as that image."""
+        inside = np.zeros(gray.pixels.shape, dtype=np.uint8)
+        corners = (self.outline - (gray.left, gray.top)) * gray.scale
+        cv2.fillConvexPoly(inside, np.rint(corners * 16).astype(np.int32), 1, shift=4)
+        edge = DESK_EDGE * max(1.0, gray.scale / self.found_at_scale)
+        return np.asarray(cv2.distanceTransform(inside, cv2.DIST_C, 3) > edge)
+
     def painted(self, gray: Grayscale) -> Grayscale:
         """`gray` as if the sheet lay flat under even light: the desk and the sheet's edge
         painted over in the paper's level, and the sheet divided by the paper's brightness
@@ -201,13 +215,7 @@ class Sheet:
         an edge). That takes out the soft edge of a shadow across the sheet, which the smooth
         lighting fit cannot follow and which would otherwise be taken for a stroke."""
         pixels = gray.pixels
-        inside = np.zeros(pixels.shape, dtype=np.uint8)
-        corners = (self.outline - (gray.left, gray.top)) * gray.scale
-        cv2.fillConvexPoly(inside, np.rint(corners * 16).astype(np.int32), 1, shift=4)
-        # The sheet's blurred edge reaches a pixel or two past the outline, which is itself only
-        # as exact as the image it was found in.
-        edge = DESK_EDGE * max(1.0, gray.scale / self.found_at_scale)
-        painted = cv2.distanceTransform(inside, cv2.DIST_C, 3) <= edge
+        painted = ~self.well_inside(gray)
         # The paper: what is left, less the ink and anything else with an edge.
         paper = (~painted & ~_dilated(_edges(pixels) > 0, _SQUARE_3)).astype(np.float32)
         if not paper.any():
@@ -327,6 +335,40 @@ def _find_sheet(gray: Grayscale) -> Sheet | None:
     return Sheet(corners, gray.scale, max(pixels.shape) / gray.scale)
 
 
+def _find_darker_sheet(gray: Grayscale) -> Sheet | None:
+    """A sheet darker than the desk around it (grey, brown or coloured paper on a white table):
+    a sheet in the negative of `gray` with something darker than its paper written on it and
+    nothing much lighter on it. In the negative, the thick strokes of a digit on white paper
+    look like a sheet too, but the paper between them is lighter, and nothing on them darker."""
+    sheet = _find_sheet(Grayscale(255 - gray.pixels, gray.left, gray.top, gray.scale))
+    if sheet is None:
+        return None
+    inside, paper, ink = _on_sheet(sheet, gray)
+    light = (gray.pixels > paper + SHEET_INK_STEP) & inside
+    if cv2.countNonZero(light.view(np.uint8)) > SHEET_MAX_LIGHT * cv2.countNonZero(
+        inside.view(np.uint8)
+    ):
+        return None
+    return sheet if cv2.countNonZero(ink.view(np.uint8)) >= SHEET_MIN_INK else None
+
+
+def _written_on(sheet: Sheet, gray: Grayscale) -> bool:
+    """Whether something darker than the paper is on the sheet (at least SHEET_MIN_INK pixels)."""
+    _, _, ink = _on_sheet(sheet, gray)
+    return cv2.countNonZero(ink.view(np.uint8)) >= SHEET_MIN_INK
+
+
+def _on_sheet(sheet: Sheet, gray: Grayscale) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(Where `gray` shows the sheet, the paper's level nearby (its mean within SHADE_WINDOW of
+    the image, less the ink), the ink: what is SHEET_INK_STEP darker than that.)"""
+    inside = sheet.well_inside(gray)
+    window = max(3, round(SHADE_WINDOW * max(gray.pixels.shape)) | 1)
+    paper = _mean_nearby(gray.pixels, inside.astype(np.float32), window, 0.0)
+    ink = (gray.pixels < paper - SHEET_INK_STEP) & inside
+    paper = _mean_nearby(gray.pixels, (inside & ~ink).astype(np.float32), window, 0.0)
+    return inside, paper, (gray.pixels < paper - SHEET_INK_STEP) & inside
+
+
 def _edges(levels: np.ndarray) -> np.ndarray:
     """Canny's edges (255) of an image: steps of at least EDGE_STEP gray levels a pixel, and
     their continuations down to half that. Uneven light, shadows and vignettes change far
@@ -368,6 +410,12 @@ SHEET_MIN_SOLIDITY = 0.6
 SHEET_MAX_BAYS = 0.01
 DESK_MAX_PAPER_OUTSIDE = 0.3
 DESK_EDGE = 3
+# Something is written on a sheet when at least SHEET_MIN_INK of its pixels are SHEET_INK_STEP
+# gray levels darker than its paper nearby; a sheet darker than the desk has at most
+# SHEET_MAX_LIGHT of them that much lighter.
+SHEET_INK_STEP = 25
+SHEET_MIN_INK = 4
+SHEET_MAX_LIGHT = 0.01
 # The paper's brightness on a sheet is its mean within this share of the image's longer side.
 SHADE_WINDOW = 0.08
 # Gray levels darker than the paper nearby that a pixel of a sheet must be to be ink, not paper.

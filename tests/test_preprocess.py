@@ -390,6 +390,43 @@ def test_a_page_on_a_desk_nearly_as_light_is_read_as_dark_ink(digit, reference, 
     assert similarity(result.pixels, reference) > 0.85
 
 
+AROUND = [[150, 90], [420, 100], [410, 440], [140, 430]]
+STRIP_ON_THE_LEFT = [[110, -60], [700, -60], [700, 560], [100, 560]]
+
+
+@pytest.mark.parametrize(
+    ("corners", "light"),
+    [(AROUND, 0.0), (AROUND, 0.15), (STRIP_ON_THE_LEFT, 0.15)],
+    ids=["desk all around", "uneven light", "a strip of desk"],
+)
+def test_a_sheet_darker_than_the_desk_is_found(digit, reference, corners, light):
+    """Grey or brown paper on a white table: the desk is the lighter side. Without the sheet
+    found, its outline is taken for the digit's strokes; a strip of the desk along one edge is
+    light and edge-free, like paper, but has nothing written on it."""
+    glyph = natural_glyph(digit, 110)
+    sheet = np.asarray(page(on_page(glyph, (300, 240), 95, 70), brightness=150))
+    height, width = 500, 600
+    flat = np.float32([[0, 0], [240, 0], [240, 300], [0, 300]])
+    warp = cv2.getPerspectiveTransform(flat, np.float32(corners))
+    scene = cv2.warpPerspective(sheet, warp, (width, height), borderValue=(238, 238, 235))
+    scene = scene * lighting((height, width), np.random.default_rng(1), light)[..., np.newaxis]
+    scene = scene + np.random.default_rng(0).normal(0, 3, scene.shape)
+    result = preprocess_image(open_image(encode(to_image(scene), "JPEG", quality=85)), "mnist")
+    # Where the glyph's box on the page lands in the photo, and a few pixels around it.
+    glyph_height, glyph_width = glyph.shape
+    box = [
+        [70, 95],
+        [70 + glyph_width, 95],
+        [70, 95 + glyph_height],
+        [70 + glyph_width, 95 + glyph_height],
+    ]
+    landed = cv2.perspectiveTransform(np.float32([box]), warp)[0]
+    left, top = landed.min(axis=0) - 5
+    right, bottom = landed.max(axis=0) + 5
+    assert_crop_inside(result.crop_box, (left, top, right, bottom))
+    assert similarity(result.pixels, reference) > 0.85
+
+
 def test_a_small_sheet_in_the_middle_of_a_desk_is_found(digit, reference):
     """Photographed from further away, the sheet covers a fifth of the photo: still a sheet,
     and the digit on it is read, not the sheet's outline."""

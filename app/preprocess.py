@@ -44,9 +44,6 @@ DETAIL_MAX_SIDE = 160
 DETAIL_MARGIN = 0.5
 # Looks at most, when strokes found lead past the part of the image looked at.
 DETAIL_LOOKS = 3
-# A glyph running off the image over at least this share of it may be a page's edge taken for
-# ink: the image is then read the other way too.
-EDGE_SPAN_MIN_AREA = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,15 +93,12 @@ def _centre_like_mnist(decoded: Decoded) -> Preprocessed:
     # Ink on a sheet of paper is darker than the paper.
     inverted = sheet is not None or _dark_on_light(working.pixels)
     found = _find_glyph(working, inverted)
-    size = decoded.upright_size
-    if sheet is None and (found is None or _spans_from_edge(found[1], size, working.scale)):
-        # Nothing on the side taken for ink, or only a large part of the image running off it:
-        # the background may have been misjudged (a page on a desk as light as itself, whose
-        # sheet was not found, shows its edge as ink). A digit read the other way lies clear of
-        # the image's edges; what that side shows in a blank photo (the desk, the page's edge)
-        # runs off them.
+    if sheet is None and found is None:
+        # Nothing on the side taken for ink: the background may have been misjudged (a page on
+        # a desk as light as itself, the sheet not found). What the other side shows in a blank
+        # photo is the desk or the page's edge, running off the image; a digit lies clear of it.
         other = _find_glyph(working, not inverted)
-        if other is not None and _clear_of_edges(other[1], size, working.scale):
+        if other is not None and _clear_of_edges(other[1], decoded.upright_size, working.scale):
             found, inverted = other, not inverted
     if found is None:
         raise BlankImageError("The image is blank: there is nothing to classify.")
@@ -162,14 +156,6 @@ def _clear_of_edges(box: ImageBox, image_size: tuple[int, int], scale: float) ->
     width, height = image_size
     near = 1 / scale
     return left > near and top > near and right < width - near and bottom < height - near
-
-
-def _spans_from_edge(box: ImageBox, image_size: tuple[int, int], scale: float) -> bool:
-    """Whether `box` reaches an edge of the image and covers at least EDGE_SPAN_MIN_AREA of it."""
-    left, top, right, bottom = box
-    width, height = image_size
-    large = (right - left) * (bottom - top) >= EDGE_SPAN_MIN_AREA * width * height
-    return large and not _clear_of_edges(box, image_size, scale)
 
 
 def _runs_off(box: ImageBox, region: Grayscale, image_size: tuple[int, int]) -> bool:

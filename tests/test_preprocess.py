@@ -369,19 +369,17 @@ def test_a_sheet_with_only_a_thin_strip_of_desk_showing_is_found():
     assert bottom - top < 0.25 * height
 
 
-@pytest.mark.parametrize(
-    ("desk", "read_before"), [(220, "blank_image"), (200, "the page's edge as the digit")]
-)
-def test_a_page_on_a_desk_nearly_as_light_is_read_as_dark_ink(digit, reference, desk, read_before):
+def test_a_page_on_a_desk_nearly_as_light_is_read_as_dark_ink(digit, reference):
     """A white page on a light grey desk under uneven light: no step strong enough to find the
     sheet by, and the page, brighter than the desk over a large area, outweighs the digit in
-    judging which side is ink. Read the other way round, the digit shows, clear of the edges."""
+    judging which side is ink: nothing was found, and the answer was blank_image. Read the
+    other way round, the digit shows, clear of the image's edges."""
     sheet = np.asarray(page(on_page(natural_glyph(digit, 110), (300, 240), 95, 70), brightness=235))
     height, width = 500, 600
     flat = np.float32([[0, 0], [240, 0], [240, 300], [0, 300]])
     corners = np.float32([[150, 90], [420, 100], [410, 440], [140, 430]])
     warp = cv2.getPerspectiveTransform(flat, corners)
-    scene = cv2.warpPerspective(sheet, warp, (width, height), borderValue=(desk, desk, desk - 5))
+    scene = cv2.warpPerspective(sheet, warp, (width, height), borderValue=(220, 220, 215))
     scene = scene * lighting((height, width), np.random.default_rng(1), 0.15)[..., np.newaxis]
     scene = scene + np.random.default_rng(0).normal(0, 3, scene.shape)
     result = preprocess_image(open_image(encode(to_image(scene), "JPEG", quality=85)), "mnist")

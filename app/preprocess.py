@@ -330,6 +330,17 @@ def _find_darker_sheet(gray: Grayscale) -> Sheet | None:
     if sheet is None:
         return None
     inside, paper, ink = _on_sheet(sheet, gray)
+    # A darker sheet is darker than its desk, not just ringed by a line of ink (the loop of a
+    # digit drawn with a fine pen, whose inside is as light as the paper outside): compared
+    # past the blur of its outline, on either side.
+    to_desk = cv2.distanceTransform(inside.view(np.uint8), cv2.DIST_C, 3)
+    to_sheet = cv2.distanceTransform((~inside).view(np.uint8), cv2.DIST_C, 3)
+    sheet_near_edge = gray.pixels[(to_desk >= 2) & (to_desk <= 6)]
+    desk_near_edge = gray.pixels[(to_sheet >= 2 * DESK_EDGE) & (to_sheet <= 2 * DESK_EDGE + 4)]
+    if sheet_near_edge.size == 0 or desk_near_edge.size == 0:
+        return None
+    if _median(desk_near_edge) - _median(sheet_near_edge) < DESK_MIN_STEP:
+        return None
     light = (gray.pixels > paper + SHEET_INK_STEP) & inside
     if cv2.countNonZero(light.view(np.uint8)) > SHEET_MAX_LIGHT * cv2.countNonZero(
         inside.view(np.uint8)

@@ -12,7 +12,16 @@ from app.decoding import open_image
 from app.errors import BlankImageError, ImageTooLargeError, InvalidImageError
 from app.model_format import INPUT_SIDE, PreprocessingProfile
 from app.preprocess import preprocess, preprocess_image
-from model.uploads import INK_COLOURS, inked, lighting, natural_glyph, paper, pen_glyph, to_image
+from model.uploads import (
+    CATEGORIES,
+    INK_COLOURS,
+    inked,
+    lighting,
+    natural_glyph,
+    paper,
+    pen_glyph,
+    to_image,
+)
 from tests.conftest import FIXTURES
 from tests.imaging import canvas_drawing, encode, paper_photo, png, similarity
 
@@ -423,6 +432,16 @@ def test_a_sheet_darker_than_the_desk_is_found(digit, reference, corners, light)
     right, bottom = landed.max(axis=0) + 5
     assert_crop_inside(result.crop_box, (left, top, right, bottom))
     assert similarity(result.pixels, reference) > 0.85
+
+
+def test_the_loop_of_a_digit_drawn_with_a_fine_pen_is_not_a_darker_sheet(digits):
+    """In the negative, the inside of a large loop drawn with a fine pen is a region ringed by
+    an edge, like a darker sheet on a white desk, but it is as light as the paper outside:
+    taken for a sheet, everything outside it was painted out and a piece of the 8 was read."""
+    images, _ = digits
+    eight = images[19]
+    data, _ = CATEGORIES["fine_pen"](eight, np.random.default_rng(9))
+    assert similarity(preprocess(data), preprocess(png(eight))) > 0.7
 
 
 def test_a_small_sheet_in_the_middle_of_a_desk_is_found(digit, reference):

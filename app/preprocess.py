@@ -283,15 +283,16 @@ def _find_sheet(gray: Grayscale) -> Sheet | None:
     sheet_area = cv2.countNonZero(sheet)
     if stats[brightest, cv2.CC_STAT_AREA] < SHEET_MIN_SOLIDITY * sheet_area:
         return None
+    # (The cheaper checks first: a page filling the photo fails this one.)
+    is_desk_part = np.zeros(count, dtype=np.uint8)
+    is_desk_part[desk_parts] = 1
+    if int(cv2.countNonZero(is_desk_part[labels] & desk)) < DESK_MIN_AREA * pixels.size:
+        return None
     to_desk = cv2.distanceTransform(sheet, cv2.DIST_C, 3)
     inside = np.bincount(regions[to_desk > DESK_EDGE + 1], minlength=region_count)
     outside = np.bincount(regions[desk == 1], minlength=region_count)
     inside[0] = inside[brightest] = 0  # Edges, and the paper itself.
     if inside[outside > 0].sum() > SHEET_MAX_BAYS * sheet_area:
-        return None
-    is_desk_part = np.zeros(count, dtype=np.uint8)
-    is_desk_part[desk_parts] = 1
-    if int(cv2.countNonZero(is_desk_part[labels] & desk)) < DESK_MIN_AREA * pixels.size:
         return None
     # Paper outside the outline as large as a good part of the sheet's, and apart from it (not
     # just across its edge, as a desk is): the sheet is a page that a large digit running off

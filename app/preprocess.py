@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import cv2
 import numpy as np
@@ -83,11 +83,12 @@ def _centre_like_mnist(decoded: Decoded) -> Preprocessed:
     working = decoded.working
     if _already_like_mnist(working.pixels):
         return Preprocessed(working.pixels, False, (0.0, 0.0, 28.0, 28.0), 1.0)
-    sheet = _find_sheet(working)
+    edge_free = EdgeFreeRegions(working.pixels)
+    sheet = _find_sheet(working, edge_free)
     if sheet is None or not _written_on(sheet, working):
         # Past a darker sheet, a white desk is the light region with an edge around it, but
         # nothing is written on it.
-        sheet = _find_darker_sheet(working) or sheet
+        sheet = _find_darker_sheet(working, edge_free) or sheet
     if sheet is not None:
         working = sheet.painted(working)
     # Ink on a sheet of paper is darker than the paper.
@@ -234,7 +235,24 @@ def _mean_nearby(pixels: np.ndarray, where: np.ndarray, window: int, empty: floa
     return np.where(weight > 0.01, total / np.maximum(weight, 0.01), empty)
 
 
-def _find_sheet(gray: Grayscale) -> Sheet | None:
+class EdgeFreeRegions:
+    """The regions of an image that no edge crosses, 4-connected (so a gap of a diagonal pixel
+    does not join them): worked out once, when first needed, for both readings of the image
+    (light paper on a darker desk, and the other way round), as edges do not depend on which
+    side is light."""
+
+    def __init__(self, pixels: np.ndarray) -> None:
+        self._pixels = pixels
+
+    @cached_property
+    def labelled(self) -> tuple[int, np.ndarray, np.ndarray]:
+        """(How many regions, each pixel's region (0: on or beside an edge), their stats)."""
+        unbroken = 1 - _dilated(_edges(self._pixels), _SQUARE_3) // 255
+        count, regions, stats, _ = cv2.connectedComponentsWithStats(unbroken, connectivity=4)
+        return count, regions, stats
+
+
+def _find_sheet(gray: Grayscale, edge_free: EdgeFreeRegions) -> Sheet | None:
     """The sheet, when `gray` is a photo of a sheet lying on a desk; else None.
 
     Regions darker than Otsu's threshold must run along a good part of the image's border (the
@@ -257,9 +275,7 @@ def _find_sheet(gray: Grayscale) -> Sheet | None:
     desk_parts = np.flatnonzero(along_border >= DESK_PART_BORDER * perimeter)
     if along_border[desk_parts].sum() < DESK_MIN_BORDER * perimeter:
         return None
-    # Regions no edge crosses (4-connected, so a gap of a diagonal pixel does not join them).
-    unbroken = 1 - _dilated(_edges(levels), _SQUARE_3) // 255
-    region_count, regions, stats, _ = cv2.connectedComponentsWithStats(unbroken, connectivity=4)
+    region_count, regions, stats = edge_free.labelled
     if region_count < 2:
         return None
     # The paper is the brightest of them: the one with the most pixels above Otsu's threshold
@@ -322,12 +338,12 @@ def _find_sheet(gray: Grayscale) -> Sheet | None:
     return Sheet(corners, gray.scale, max(pixels.shape) / gray.scale)
 
 
-def _find_darker_sheet(gray: Grayscale) -> Sheet | None:
+def _find_darker_sheet(gray: Grayscale, edge_free: EdgeFreeRegions) -> Sheet | None:
     """A sheet darker than the desk around it (grey, brown or coloured paper on a white table):
     a sheet in the negative of `gray` with something darker than its paper written on it and
     nothing much lighter on it. In the negative, the thick strokes of a digit on white paper
     look like a sheet too, but the paper between them is lighter, and nothing on them darker."""
-    sheet = _find_sheet(Grayscale(255 - gray.pixels, gray.left, gray.top, gray.scale))
+    sheet = _find_sheet(Grayscale(255 - gray.pixels, gray.left, gray.top, gray.scale), edge_free)
     if sheet is None:
         return None
     inside, paper, ink = _on_sheet(sheet, gray)

@@ -267,6 +267,10 @@ def _find_sheet(gray: Grayscale, edge_free: EdgeFreeRegions) -> Sheet | None:
         return None
     levels = cv2.convertScaleAbs(pixels)
     _, otsu = cv2.threshold(levels, 0, 1, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+    # The paper is on the bright side of Otsu's threshold (read the other way round, a white
+    # page holds too little on its dark side to be one).
+    if cv2.countNonZero(otsu) < SHEET_MIN_AREA * pixels.size:
+        return None
     dark = 1 - np.asarray(otsu, dtype=np.uint8)
     count, labels = cv2.connectedComponents(dark, connectivity=8, ltype=cv2.CV_32S)
     along_border = np.bincount(_border(labels), minlength=count)

@@ -362,7 +362,7 @@ def _find_darker_sheet(gray: Grayscale, edge_free: EdgeFreeRegions) -> Sheet | N
         return None
     if _median(desk_near_edge) - _median(sheet_near_edge) < DESK_MIN_STEP:
         return None
-    light = (gray.pixels > paper + SHEET_INK_STEP) & inside
+    light = (gray.pixels > paper + SHEET_LIGHT_STEP) & inside
     if cv2.countNonZero(light.view(np.uint8)) > SHEET_MAX_LIGHT * cv2.countNonZero(
         inside.view(np.uint8)
     ):
@@ -378,13 +378,20 @@ def _written_on(sheet: Sheet, gray: Grayscale) -> bool:
 
 def _on_sheet(sheet: Sheet, gray: Grayscale) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(Where `gray` shows the sheet, the paper's level nearby (its mean within SHADE_WINDOW of
-    the image, less the ink), the ink: what is SHEET_INK_STEP darker than that.)"""
+    the image, less the ink), the ink on it.)"""
     inside = sheet.well_inside(gray)
     window = max(3, round(SHADE_WINDOW * max(gray.pixels.shape)) | 1)
     paper = _mean_nearby(gray.pixels, inside.astype(np.float32), window, 0.0)
-    ink = (gray.pixels < paper - SHEET_INK_STEP) & inside
+    ink = (gray.pixels < _ink_below(paper)) & inside
     paper = _mean_nearby(gray.pixels, (inside & ~ink).astype(np.float32), window, 0.0)
-    return inside, paper, (gray.pixels < paper - SHEET_INK_STEP) & inside
+    return inside, paper, (gray.pixels < _ink_below(paper)) & inside
+
+
+def _ink_below(paper: np.ndarray) -> np.ndarray:
+    """The level ink on paper of these levels is darker than: by SHEET_INK_CONTRAST of the
+    paper's level (ink takes a share of the light, so on darker paper it is fewer gray levels
+    darker), and by at least SHEET_INK_MIN_STEP (the grain and noise of a dark surface)."""
+    return np.minimum(paper * (1 - SHEET_INK_CONTRAST), paper - SHEET_INK_MIN_STEP)
 
 
 def _edges(levels: np.ndarray) -> np.ndarray:
@@ -428,11 +435,14 @@ SHEET_MIN_SOLIDITY = 0.6
 SHEET_MAX_BAYS = 0.01
 DESK_MAX_PAPER_OUTSIDE = 0.3
 DESK_EDGE = 3
-# Something is written on a sheet when at least SHEET_MIN_INK of its pixels are SHEET_INK_STEP
-# gray levels darker than its paper nearby; a sheet darker than the desk has at most
-# SHEET_MAX_LIGHT of them that much lighter.
-SHEET_INK_STEP = 25
+# Something is written on a sheet when at least SHEET_MIN_INK of its pixels are ink (darker
+# than its paper nearby by SHEET_INK_CONTRAST of the paper's level, and by SHEET_INK_MIN_STEP
+# gray levels at least); a sheet darker than the desk has at most SHEET_MAX_LIGHT of its pixels
+# SHEET_LIGHT_STEP gray levels lighter than its paper.
+SHEET_INK_CONTRAST = 0.1
+SHEET_INK_MIN_STEP = 20
 SHEET_MIN_INK = 4
+SHEET_LIGHT_STEP = 25
 SHEET_MAX_LIGHT = 0.01
 # The paper's brightness on a sheet is its mean within this share of the image's longer side.
 SHADE_WINDOW = 0.08

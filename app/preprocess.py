@@ -391,7 +391,7 @@ def _ink_below(paper: np.ndarray) -> np.ndarray:
     """The level ink on paper of these levels is darker than: by SHEET_INK_CONTRAST of the
     paper's level (ink takes a share of the light, so on darker paper it is fewer gray levels
     darker), and by at least SHEET_INK_MIN_STEP (the grain and noise of a dark surface)."""
-    return np.minimum(paper * (1 - SHEET_INK_CONTRAST), paper - SHEET_INK_MIN_STEP)
+    return np.asarray(np.minimum(paper * (1 - SHEET_INK_CONTRAST), paper - SHEET_INK_MIN_STEP))
 
 
 def _edges(levels: np.ndarray) -> np.ndarray:

@@ -87,8 +87,11 @@ def _centre_like_mnist(decoded: Decoded) -> Preprocessed:
     sheet = _find_sheet(working, edge_free)
     if sheet is None or not _written_on(sheet, working):
         # Past a darker sheet, a white desk is the light region with an edge around it, but
-        # nothing is written on it.
-        sheet = _find_darker_sheet(working, edge_free) or sheet
+        # nothing is written on it, and it is the smaller (while past a blank white sheet, a
+        # dark desk in a shadow can look written on).
+        darker = _find_darker_sheet(working, edge_free)
+        if darker is not None and (sheet is None or darker.area > sheet.area):
+            sheet = darker
     if sheet is not None:
         working = sheet.painted(working)
     # Ink on a sheet of paper is darker than the paper.
@@ -184,6 +187,11 @@ class Sheet:
     outline: np.ndarray
     found_at_scale: float
     image_side: float
+
+    @property
+    def area(self) -> float:
+        """In image pixels."""
+        return float(cv2.contourArea(self.outline.astype(np.float32)))
 
     def well_inside(self, gray: Grayscale) -> np.ndarray:
         """Where `gray` shows the sheet, less DESK_EDGE pixels (of the image it was found in)
@@ -440,7 +448,7 @@ DESK_EDGE = 3
 # gray levels at least); a sheet darker than the desk has at most SHEET_MAX_LIGHT of its pixels
 # SHEET_LIGHT_STEP gray levels lighter than its paper.
 SHEET_INK_CONTRAST = 0.1
-SHEET_INK_MIN_STEP = 20
+SHEET_INK_MIN_STEP = 15
 SHEET_MIN_INK = 4
 SHEET_LIGHT_STEP = 25
 SHEET_MAX_LIGHT = 0.01

@@ -434,6 +434,15 @@ def test_a_sheet_darker_than_the_desk_is_found(digit, reference, corners, light)
     assert similarity(result.pixels, reference) > 0.85
 
 
+def test_a_dark_desk_past_a_blank_sheet_is_not_a_darker_sheet():
+    """A blank white sheet on a dark desk, a corner of the desk in a shadow: the desk strip,
+    read the other way round, is a sheet with something darker on it, and taken for one it
+    painted out the white sheet and its shadow was read as a digit. A darker sheet is the larger
+    of the two, as a white desk around grey paper is."""
+    with pytest.raises(BlankImageError):
+        preprocess((FIXTURES / "blank_sheet_dark_desk.jpg").read_bytes())
+
+
 def test_the_loop_of_a_digit_drawn_with_a_fine_pen_is_not_a_darker_sheet(digits):
     """In the negative, the inside of a large loop drawn with a fine pen is a region ringed by
     an edge, like a darker sheet on a white desk, but it is as light as the paper outside:

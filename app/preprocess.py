@@ -379,20 +379,29 @@ def _find_darker_sheet(gray: Grayscale, edge_free: EdgeFreeRegions) -> Sheet | N
 
 
 def _written_on(sheet: Sheet, gray: Grayscale) -> bool:
-    """Whether something darker than the paper is on the sheet (at least SHEET_MIN_INK pixels)."""
+    """Whether something darker than the paper is on the sheet (at least SHEET_MIN_INK pixels).
+    Read first against the paper's level with the ink in it: when that already shows enough ink,
+    so does the paper without it, which is lighter (and most sheets have a digit on them)."""
+    inside = sheet.well_inside(gray)
+    ink = (gray.pixels < _ink_below(_paper_level(gray, inside))) & inside
+    if cv2.countNonZero(ink.view(np.uint8)) >= SHEET_MIN_INK:
+        return True
     _, _, ink = _on_sheet(sheet, gray)
     return cv2.countNonZero(ink.view(np.uint8)) >= SHEET_MIN_INK
 
 
 def _on_sheet(sheet: Sheet, gray: Grayscale) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(Where `gray` shows the sheet, the paper's level nearby (its mean within SHADE_WINDOW of
-    the image, less the ink), the ink on it.)"""
+    """(Where `gray` shows the sheet, the paper's level nearby less the ink, the ink on it.)"""
     inside = sheet.well_inside(gray)
-    window = max(3, round(SHADE_WINDOW * max(gray.pixels.shape)) | 1)
-    paper = _mean_nearby(gray.pixels, inside.astype(np.float32), window, 0.0)
-    ink = (gray.pixels < _ink_below(paper)) & inside
-    paper = _mean_nearby(gray.pixels, (inside & ~ink).astype(np.float32), window, 0.0)
+    ink = (gray.pixels < _ink_below(_paper_level(gray, inside))) & inside
+    paper = _paper_level(gray, inside & ~ink)
     return inside, paper, (gray.pixels < _ink_below(paper)) & inside
+
+
+def _paper_level(gray: Grayscale, paper: np.ndarray) -> np.ndarray:
+    """The mean of `gray` where `paper` (boolean) holds, within SHADE_WINDOW of the image."""
+    window = max(3, round(SHADE_WINDOW * max(gray.pixels.shape)) | 1)
+    return _mean_nearby(gray.pixels, paper.astype(np.float32), window, 0.0)
 
 
 def _ink_below(paper: np.ndarray) -> np.ndarray:

@@ -434,6 +434,19 @@ def test_a_sheet_darker_than_the_desk_is_found(digit, reference, corners, light)
     assert similarity(result.pixels, reference) > 0.85
 
 
+def test_pencil_on_a_dark_sheet_counts_as_written_on():
+    """Pencil on paper at about 100 gray levels is less than 20 levels darker than the paper,
+    though as dark for its paper as pencil on white is: with a fixed step for ink, the sheet
+    counted as unwritten and was not taken, and the whole photo was cropped."""
+    data = (FIXTURES / "darker_sheet_pencil.jpg").read_bytes()
+    found = preprocess_image(open_image(data), "mnist")
+    width, height = Image.open(io.BytesIO(data)).size
+    left, top, right, bottom = found.crop_box
+    assert found.inverted
+    assert right - left < 0.4 * width
+    assert bottom - top < 0.4 * height
+
+
 def test_a_dark_desk_past_a_blank_sheet_is_not_a_darker_sheet():
     """A blank white sheet on a dark desk, a corner of the desk in a shadow: the desk strip,
     read the other way round, is a sheet with something darker on it, and taken for one it

@@ -11,7 +11,7 @@ from app import preprocess as preprocess_module
 from app.decoding import open_image
 from app.errors import BlankImageError, ImageTooLargeError, InvalidImageError
 from app.model_format import INPUT_SIDE, PreprocessingProfile
-from app.preprocess import preprocess, preprocess_image
+from app.preprocess import Preprocessed, preprocess, preprocess_image
 from model.uploads import (
     CATEGORIES,
     INK_COLOURS,
@@ -354,28 +354,32 @@ def test_the_lines_of_squared_paper_are_not_ink(digit, reference):
     assert similarity(result.pixels, reference) > 0.85
 
 
-def test_a_large_digit_running_off_a_page_is_not_taken_for_a_sheet_on_a_desk():
-    """Its strokes along the border look like a desk, and they split the page: painting out
-    everything past the largest piece of paper would paint out most of the digit."""
-    data = (FIXTURES / "large_digit_off_page.jpg").read_bytes()
+def preprocessed_photo(fixture: str) -> tuple[Preprocessed, float, float]:
+    """A fixture photo preprocessed, with its crop box's width and height as shares of the
+    photo's."""
+    data = (FIXTURES / fixture).read_bytes()
     found = preprocess_image(open_image(data), "mnist")
     width, height = Image.open(io.BytesIO(data)).size
     left, top, right, bottom = found.crop_box
-    assert right - left > 0.6 * width
-    assert bottom - top > 0.4 * height
+    return found, (right - left) / width, (bottom - top) / height
+
+
+def test_a_large_digit_running_off_a_page_is_not_taken_for_a_sheet_on_a_desk():
+    """Its strokes along the border look like a desk, and they split the page: painting out
+    everything past the largest piece of paper would paint out most of the digit."""
+    _, width_share, height_share = preprocessed_photo("large_digit_off_page.jpg")
+    assert width_share > 0.6
+    assert height_share > 0.4
 
 
 def test_a_sheet_with_only_a_thin_strip_of_desk_showing_is_found():
     """The desk shows as a strip a pixel or two wide at the working size, along two edges:
     taken for part of the page, it tilted the lighting fit until the paper looked darker than
     the ink, and the whole photo was cropped instead of the digit."""
-    data = (FIXTURES / "thin_desk_strip.jpg").read_bytes()
-    found = preprocess_image(open_image(data), "mnist")
-    width, height = Image.open(io.BytesIO(data)).size
-    left, top, right, bottom = found.crop_box
+    found, width_share, height_share = preprocessed_photo("thin_desk_strip.jpg")
     assert found.inverted
-    assert right - left < 0.2 * width
-    assert bottom - top < 0.25 * height
+    assert width_share < 0.2
+    assert height_share < 0.25
 
 
 def test_a_page_on_a_desk_nearly_as_light_is_read_as_dark_ink(digit, reference):
@@ -438,13 +442,10 @@ def test_pencil_on_a_dark_sheet_counts_as_written_on():
     """Pencil on paper at about 100 gray levels is less than 20 levels darker than the paper,
     though as dark for its paper as pencil on white is: with a fixed step for ink, the sheet
     counted as unwritten and was not taken, and the whole photo was cropped."""
-    data = (FIXTURES / "darker_sheet_pencil.jpg").read_bytes()
-    found = preprocess_image(open_image(data), "mnist")
-    width, height = Image.open(io.BytesIO(data)).size
-    left, top, right, bottom = found.crop_box
+    found, width_share, height_share = preprocessed_photo("darker_sheet_pencil.jpg")
     assert found.inverted
-    assert right - left < 0.4 * width
-    assert bottom - top < 0.4 * height
+    assert width_share < 0.4
+    assert height_share < 0.4
 
 
 def test_a_dark_desk_past_a_blank_sheet_is_not_a_darker_sheet():

@@ -226,6 +226,15 @@ def test_mnist_format_shortcut_gives_what_the_full_pipeline_gives(digits, monkey
         assert np.abs(fast - slow).mean() < 1.0
 
 
+def test_an_mnist_digit_reaching_the_edge_of_its_frame_reaches_the_model_as_it_is(digits):
+    images = digits[0]
+    # Test digit 1449, a 9: MNIST centred it by mass, and its ink reaches the bottom two rows
+    # (the whole of preprocessing would have stretched its ink by up to two gray levels).
+    reaching_the_edge = images[39]
+    assert reaching_the_edge[-2:].any()
+    np.testing.assert_array_equal(preprocess(png(reaching_the_edge)), reaching_the_edge)
+
+
 def page(
     mask: np.ndarray, *, brightness: float = 240, light: float = 0.0, seed: int = 0
 ) -> Image.Image:

@@ -265,8 +265,9 @@ def _find_sheet(gray: Grayscale, edge_free: EdgeFreeRegions) -> Sheet | None:
 
     Regions darker than Otsu's threshold must run along a good part of the image's border (the
     desk, or the sheet's own shade), and a sharp edge must enclose a large region with them
-    outside it: the brightest large region no edge crosses is the paper, and its convex hull
-    is the sheet (so ink on it is never painted over). The shade of uneven light, a shadow or a
+    outside it: the brightest large region no edge crosses is the paper (with the large bright
+    regions next to it: the paper in a shadow with a sharp edge), and its convex hull is the
+    sheet (so ink on it is never painted over). The shade of uneven light, a shadow or a
     vignette darkens gradually and has no edge; an edge must also step down across the
     outline by more than the paper changes just inside it.
     """
@@ -297,11 +298,27 @@ def _find_sheet(gray: Grayscale, edge_free: EdgeFreeRegions) -> Sheet | None:
     brightest = int(np.argmax(bright_area))
     if stats[brightest, cv2.CC_STAT_AREA] < SHEET_MIN_AREA * pixels.size:
         return None
-    paper = (regions == brightest).view(np.uint8)
-    # The hull of the region's outer contour: the same as of all its pixels, at a tenth of the
-    # cost.
+    # A shadow with a sharp edge splits the paper: the shaded part is another large region,
+    # as bright as paper against the desk, next to the lit part across the shadow's edge.
+    areas = stats[:, cv2.CC_STAT_AREA]
+    near_paper = np.bincount(
+        regions[_dilated((regions == brightest).view(np.uint8), _SQUARE_9) == 1],
+        minlength=region_count,
+    )
+    paper_regions = np.flatnonzero(
+        (near_paper > 0)
+        & (bright_area >= SHADED_PAPER_BRIGHT * areas)
+        & (areas >= SHADED_PAPER_MIN_AREA * pixels.size)
+    )
+    paper_regions = np.union1d(paper_regions[paper_regions > 0], [brightest])
+    is_paper = np.zeros(region_count, dtype=np.uint8)
+    is_paper[paper_regions] = 1
+    paper = is_paper[regions]
+    paper_area = int(areas[paper_regions].sum())
+    # The hull of the regions' outer contours: the same as of all their pixels, at a tenth of
+    # the cost.
     contours, _ = cv2.findContours(paper, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    outline = cv2.convexHull(max(contours, key=len))
+    outline = cv2.convexHull(np.concatenate(contours))
     sheet = np.zeros_like(paper)
     cv2.fillConvexPoly(sheet, outline, 1)
     desk = 1 - sheet
@@ -309,7 +326,7 @@ def _find_sheet(gray: Grayscale, edge_free: EdgeFreeRegions) -> Sheet | None:
     # outside it. The inside of a thick light stroke on a dark canvas is not a sheet: the canvas
     # fills the bays of its outline and the holes of its loops.
     sheet_area = cv2.countNonZero(sheet)
-    if stats[brightest, cv2.CC_STAT_AREA] < SHEET_MIN_SOLIDITY * sheet_area:
+    if paper_area < SHEET_MIN_SOLIDITY * sheet_area:
         return None
     # (The cheaper checks first: a page filling the photo fails this one.)
     is_desk_part = np.zeros(count, dtype=np.uint8)
@@ -319,7 +336,8 @@ def _find_sheet(gray: Grayscale, edge_free: EdgeFreeRegions) -> Sheet | None:
     to_desk = cv2.distanceTransform(sheet, cv2.DIST_C, 3)
     inside = np.bincount(regions[to_desk > DESK_EDGE + 1], minlength=region_count)
     outside = np.bincount(regions[desk == 1], minlength=region_count)
-    inside[0] = inside[brightest] = 0  # Edges, and the paper itself.
+    inside[0] = 0  # Edges.
+    inside[paper_regions] = 0  # The paper itself.
     if inside[outside > 0].sum() > SHEET_MAX_BAYS * sheet_area:
         return None
     # Paper outside the outline as large as a good part of the sheet's, and apart from it (not
@@ -330,7 +348,7 @@ def _find_sheet(gray: Grayscale, edge_free: EdgeFreeRegions) -> Sheet | None:
     bright_outside[0] = 0  # Edges.
     beside = np.bincount(regions[(desk == 1) & (apart == 0)], minlength=region_count)
     bright_outside[beside > 0] = 0
-    if bright_outside.max() > DESK_MAX_PAPER_OUTSIDE * bright_area[brightest]:
+    if bright_outside.max() > DESK_MAX_PAPER_OUTSIDE * bright_area[paper_regions].sum():
         return None
     # The step is read a few pixels either side of the outline, past the blurred edge itself,
     # against the paper nearby: the light can differ a lot between the sheet's sides, so only
@@ -452,6 +470,10 @@ SHEET_MIN_SOLIDITY = 0.6
 SHEET_MAX_BAYS = 0.01
 DESK_MAX_PAPER_OUTSIDE = 0.3
 DESK_EDGE = 3
+# A region at least SHADED_PAPER_MIN_AREA of the image, next to the paper and with at least
+# SHADED_PAPER_BRIGHT of it on the paper's side of Otsu's threshold, is paper in a shadow.
+SHADED_PAPER_MIN_AREA = 0.05
+SHADED_PAPER_BRIGHT = 0.9
 # Something is written on a sheet when at least SHEET_MIN_INK of its pixels are ink (darker
 # than its paper nearby by SHEET_INK_CONTRAST of the paper's level, and by SHEET_INK_MIN_STEP
 # gray levels at least); a sheet darker than the desk has at most SHEET_MAX_LIGHT of its pixels

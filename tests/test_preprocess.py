@@ -507,3 +507,15 @@ def test_mnist_digits_are_reported_as_taken_as_they_are(digit):
     assert not result.inverted
     assert result.crop_box == (0, 0, 28, 28)
     assert result.scale == 1
+
+
+def test_a_digit_in_the_shadow_across_a_sheet_is_found():
+    """A shadow with a sharp edge across a sheet on a keyboard (test digit 3920, a 7, lies in
+    it): the edge split the paper, the sheet was taken to be the lit part alone, and the digit,
+    outside it, was painted over (`blank_image`). Paper in the shadow is part of the sheet."""
+    found, width_share, height_share = preprocessed_photo("sheet_in_a_sharp_shadow.jpg")
+    assert found.inverted
+    assert width_share < 0.2
+    assert height_share < 0.3
+    # The shadow's edge runs at about 260 of the photo's 426 rows.
+    assert found.crop_box[1] > 250

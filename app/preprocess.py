@@ -401,19 +401,26 @@ def _written_on(sheet: Sheet, gray: Grayscale) -> bool:
     Read first against the paper's level with the ink in it: when that already shows enough ink,
     so does the paper without it, which is lighter (and most sheets have a digit on them)."""
     inside = sheet.well_inside(gray)
-    ink = (gray.pixels < _ink_below(_paper_level(gray, inside))) & inside
-    if cv2.countNonZero(ink.view(np.uint8)) >= SHEET_MIN_INK:
-        return True
-    _, _, ink = _on_sheet(sheet, gray)
+    _, ink = _ink_against(gray, inside, inside)
+    if cv2.countNonZero(ink.view(np.uint8)) < SHEET_MIN_INK:
+        _, ink = _ink_against(gray, inside, inside & ~ink)
     return cv2.countNonZero(ink.view(np.uint8)) >= SHEET_MIN_INK
 
 
 def _on_sheet(sheet: Sheet, gray: Grayscale) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(Where `gray` shows the sheet, the paper's level nearby less the ink, the ink on it.)"""
     inside = sheet.well_inside(gray)
-    ink = (gray.pixels < _ink_below(_paper_level(gray, inside))) & inside
-    paper = _paper_level(gray, inside & ~ink)
-    return inside, paper, (gray.pixels < _ink_below(paper)) & inside
+    _, ink = _ink_against(gray, inside, inside)
+    paper, ink = _ink_against(gray, inside, inside & ~ink)
+    return inside, paper, ink
+
+
+def _ink_against(
+    gray: Grayscale, inside: np.ndarray, paper: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(The paper's level nearby, read where `paper` holds; the ink `inside`, darker than it.)"""
+    level = _paper_level(gray, paper)
+    return level, (gray.pixels < _ink_below(level)) & inside
 
 
 def _paper_level(gray: Grayscale, paper: np.ndarray) -> np.ndarray:

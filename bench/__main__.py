@@ -33,7 +33,15 @@ import httpx
 
 from bench import grpc_load, mixed_soak, runtimes, scrape, targets
 from bench.cells import Cell, find, format_cell
-from bench.payloads import FIXTURE, REQUEST_KINDS, Payload, Request, load_payloads, requests
+from bench.payloads import (
+    FIXTURE,
+    REQUEST_KINDS,
+    Payload,
+    Request,
+    load_payloads,
+    png,
+    requests,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 COMMITTED_MODEL = REPO / "model" / "export" / "mnist" / "2"
@@ -591,26 +599,12 @@ def upload_kinds() -> list[tuple[str, list[bytes]]]:
     kinds: dict[str, list[bytes]] = {}
     for upload in generate(images, labels, per_category=8, categories=UPLOAD_KINDS_TIMED):
         kinds.setdefault(upload.category, []).append(upload.data)
-    return [("28x28 PNG dark on white (mean of 8)", _off_format_pngs())] + [
+    # Test digits drawn dark on white: not in MNIST's format, so they take the whole of
+    # preprocessing.
+    dark_on_white = [png(255 - digit) for digit in images]
+    return [("28x28 PNG dark on white (mean of 8)", dark_on_white)] + [
         (f"{category} (mean of 8)", data) for category, data in kinds.items()
     ]
-
-
-def _off_format_pngs() -> list[bytes]:
-    """Eight test digits drawn dark on white, as 28x28 PNGs: not in MNIST's format, so they take
-    the whole of preprocessing."""
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    pngs: list[bytes] = []
-    with np.load(FIXTURE) as sample:
-        for digit in sample["images"][:8]:
-            buffer = io.BytesIO()
-            Image.fromarray(255 - digit).save(buffer, "PNG")
-            pngs.append(buffer.getvalue())
-    return pngs
 
 
 UPLOAD_KINDS_TIMED = (

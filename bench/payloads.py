@@ -37,10 +37,10 @@ def load_payloads() -> list[Payload]:
         digit, label = sample["images"][0], str(int(sample["labels"][0]))
         other, other_label = sample["images"][OFF_FORMAT_DIGIT], sample["labels"][OFF_FORMAT_DIGIT]
     return [
-        Payload("28x28 PNG", _png(digit), "image/png", label),
+        Payload("28x28 PNG", png(digit), "image/png", label),
         Payload(
             "28x28 off-format",
-            _png(255 - other),
+            png(255 - other),
             "image/png",
             str(int(other_label)),
             kinds=("multipart",),
@@ -49,7 +49,7 @@ def load_payloads() -> list[Payload]:
     ]
 
 
-def _png(digit: np.ndarray) -> bytes:
+def png(digit: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(digit).save(buffer, "PNG")
     return buffer.getvalue()

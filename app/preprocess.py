@@ -197,11 +197,17 @@ class Sheet:
         """Where `gray` shows the sheet, less DESK_EDGE pixels (of the image it was found in)
         along its outline: the sheet's blurred edge reaches a pixel or two past the outline,
         which is itself only as exact as that image."""
+        depth, edge = self._depth(gray)
+        return np.asarray(depth > edge)
+
+    def _depth(self, gray: Grayscale) -> tuple[np.ndarray, float]:
+        """(How far inside the outline each pixel of `gray` lies, the width of the edge band
+        to leave out), in `gray`'s pixels."""
         inside = np.zeros(gray.pixels.shape, dtype=np.uint8)
         corners = (self.outline - (gray.left, gray.top)) * gray.scale
         cv2.fillConvexPoly(inside, np.rint(corners * 16).astype(np.int32), 1, shift=4)
         edge = DESK_EDGE * max(1.0, gray.scale / self.found_at_scale)
-        return np.asarray(cv2.distanceTransform(inside, cv2.DIST_C, 3) > edge)
+        return cv2.distanceTransform(inside, cv2.DIST_C, 3), edge
 
     def painted(self, gray: Grayscale) -> Grayscale:
         """`gray` as if the sheet lay flat under even light: the desk and the sheet's edge
@@ -210,9 +216,11 @@ class Sheet:
         an edge). That takes out the soft edge of a shadow across the sheet, which the smooth
         lighting fit cannot follow and which would otherwise be taken for a stroke."""
         pixels = gray.pixels
-        painted = ~self.well_inside(gray)
-        # The paper: what is left, less the ink and anything else with an edge.
-        paper = (~painted & ~_dilated(_edges(pixels) > 0, _SQUARE_3)).astype(np.float32)
+        depth, edge = self._depth(gray)
+        painted = depth <= edge
+        paper = _paper_regions(
+            pixels, ~painted & ~_dilated(_edges(pixels) > 0, _SQUARE_3), depth, edge
+        )
         if not paper.any():
             return gray
         window = max(3, round(SHADE_WINDOW * self.image_side * gray.scale)) | 1
@@ -233,6 +241,28 @@ class Sheet:
             gray.top + top / gray.scale,
             gray.scale,
         )
+
+
+def _paper_regions(
+    pixels: np.ndarray, unbroken: np.ndarray, depth: np.ndarray, edge: float
+) -> np.ndarray:
+    """The regions of `unbroken` (boolean: the sheet, less what lies on or beside an edge) that
+    are paper, as float32 0/1: those that reach near the sheet's outline (within twice its edge
+    band) or out of view, and those ringed by edges inside the sheet that are about as light
+    (paper in a loop of the digit). A darker one is the inside of a stroke too thick for an edge
+    to lie within the shading window: evened out like paper in a shadow, the stroke would come
+    out hollow."""
+    count, regions = cv2.connectedComponents(unbroken.view(np.uint8), connectivity=4)
+    reaching = np.zeros(count, dtype=bool)
+    reaching[regions[depth <= 2 * edge]] = True
+    reaching[_border(regions)] = True
+    reaching[0] = False  # Edges and what is painted.
+    areas = np.bincount(regions.ravel(), minlength=count)
+    sums = np.bincount(regions.ravel(), weights=pixels.ravel(), minlength=count)
+    level = sums[reaching].sum() / max(int(areas[reaching].sum()), 1)
+    paper = reaching | (sums >= _ink_below(np.array(level)) * areas)
+    paper[0] = False
+    return np.asarray(paper[regions], dtype=np.float32)
 
 
 def _mean_nearby(pixels: np.ndarray, where: np.ndarray, window: int, empty: float) -> np.ndarray:
@@ -540,7 +570,9 @@ def _dark_on_light(gray: np.ndarray) -> bool:
     if lowest == highest:  # A flat border (a clean scan, a canvas): it is the background.
         residual, border_level, margin = gray - lowest, 0.0, 1.0
     else:
-        residual = gray - _illumination(gray, _ring(gray.shape))
+        # Every pixel of the ring: a lattice misses its bottom row or right column unless they
+        # fall on it, and a fit to two sides of the image can tilt far off on the others.
+        residual = gray - _illumination(gray, _ring(gray.shape), step=1)
         border = _border(residual)
         border_level = _median(border)
         margin = 3 * 1.4826 * _median(np.abs(border - border_level)) + 1
@@ -820,11 +852,14 @@ def _median_and_spread(histogram: np.ndarray) -> tuple[int, float]:
     return median, 1.4826 * int(distances.cumsum().searchsorted(half))
 
 
-def _illumination(gray: np.ndarray, background: np.ndarray) -> np.ndarray | float:
-    """A smooth quadratic surface fitted to the background pixels (uneven lighting, shadows)."""
+def _illumination(
+    gray: np.ndarray, background: np.ndarray, step: int | None = None
+) -> np.ndarray | float:
+    """A smooth quadratic surface fitted to the background pixels (uneven lighting, shadows),
+    read at every `step`-th pixel of every `step`-th row (by default, a lattice of about a
+    thousand pixels: that pins down six coefficients, and more only cost time)."""
     height, width = gray.shape
-    # A lattice of about a thousand pixels pins down six coefficients; more only cost time.
-    step = _lattice_step(gray.size)
+    step = _lattice_step(gray.size) if step is None else step
     samples = np.ascontiguousarray(gray[::step, ::step])
     chosen = np.ascontiguousarray(background[::step, ::step]).view(np.uint8)
     count = cv2.countNonZero(chosen)

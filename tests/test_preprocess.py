@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
+from scipy import ndimage
 
 from app import preprocess as preprocess_module
 from app.decoding import open_image
@@ -389,6 +390,29 @@ def test_a_sheet_with_only_a_thin_strip_of_desk_showing_is_found():
     assert found.inverted
     assert width_share < 0.2
     assert height_share < 0.25
+
+
+def test_a_stroke_wider_than_the_shading_window_stays_solid():
+    """Inside a very thick stroke no edge lies within the window the paper's shading is read
+    over, so its inside was evened out like paper in a shadow, and the 1 reached the model
+    hollow (read as a 0 or an 8). What edges ring inside the sheet is not paper."""
+    found, _, _ = preprocessed_photo("thick_stroke_on_a_sheet.jpg")
+    assert found.inverted
+    ink = found.pixels > 127
+    holes = ndimage.binary_fill_holes(ink) & ~ink
+    assert holes.sum() == 0
+    assert ink.sum() > 100
+
+
+def test_a_desk_past_two_edges_does_not_turn_the_page_into_ink():
+    """The lighting fit that tells which side is ink sampled every few pixels from the top left
+    and never saw the bottom row or the right column: fitted to the top and left sides only, a
+    dark desk past the top edge tilted it, the page looked lighter than its background, and the
+    whole photo was cropped as a light digit."""
+    found, width_share, height_share = preprocessed_photo("desk_past_two_edges.jpg")
+    assert found.inverted
+    assert width_share < 0.4
+    assert height_share < 0.4
 
 
 def test_a_page_on_a_desk_nearly_as_light_is_read_as_dark_ink(digit, reference):

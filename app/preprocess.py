@@ -93,7 +93,7 @@ def _centre_like_mnist(decoded: Decoded) -> Preprocessed:
         if darker is not None and (sheet is None or darker.area > sheet.area):
             sheet = darker
     if sheet is not None:
-        working = sheet.painted(working)
+        working = sheet.painted(working, edge_free)
     # Ink on a sheet of paper is darker than the paper.
     inverted = sheet is not None or _dark_on_light(working.pixels)
     found = _find_glyph(working, inverted)
@@ -142,7 +142,7 @@ def _look_closer(
         scale = max(DETAIL_SIDE / side, stroke_scale)
         region = decoded.region(wanted, min(scale, DETAIL_MAX_SIDE / side))
         if region is not None and sheet is not None:
-            region = sheet.painted(region)
+            region = sheet.painted(region, EdgeFreeRegions(region.pixels))
         closer = None if region is None else _find_glyph(region, inverted)
         if region is None or closer is None:
             return found
@@ -209,18 +209,17 @@ class Sheet:
         edge = DESK_EDGE * max(1.0, gray.scale / self.found_at_scale)
         return cv2.distanceTransform(inside, cv2.DIST_C, 3), edge
 
-    def painted(self, gray: Grayscale) -> Grayscale:
+    def painted(self, gray: Grayscale, edge_free: EdgeFreeRegions) -> Grayscale:
         """`gray` as if the sheet lay flat under even light: the desk and the sheet's edge
         painted over in the paper's level, and the sheet divided by the paper's brightness
         nearby (its mean within SHADE_WINDOW of the image, less the ink and anything else with
         an edge). That takes out the soft edge of a shadow across the sheet, which the smooth
-        lighting fit cannot follow and which would otherwise be taken for a stroke."""
+        lighting fit cannot follow and which would otherwise be taken for a stroke.
+        `edge_free` holds the regions of `gray` that no edge crosses."""
         pixels = gray.pixels
         depth, edge = self._depth(gray)
         painted = depth <= edge
-        paper = _paper_regions(
-            pixels, ~painted & ~_dilated(_edges(pixels) > 0, _SQUARE_3), depth, edge
-        )
+        paper = _paper_regions(pixels, edge_free, ~painted, depth, edge)
         if not paper.any():
             return gray
         window = max(3, round(SHADE_WINDOW * self.image_side * gray.scale)) | 1
@@ -244,25 +243,30 @@ class Sheet:
 
 
 def _paper_regions(
-    pixels: np.ndarray, unbroken: np.ndarray, depth: np.ndarray, edge: float
+    pixels: np.ndarray,
+    edge_free: EdgeFreeRegions,
+    unpainted: np.ndarray,
+    depth: np.ndarray,
+    edge: float,
 ) -> np.ndarray:
-    """The regions of `unbroken` (boolean: the sheet, less what lies on or beside an edge) that
-    are paper, as float32 0/1: those that reach near the sheet's outline (within twice its edge
-    band) or out of view, and those ringed by edges inside the sheet that are about as light
-    (paper in a loop of the digit). A darker one is the inside of a stroke too thick for an edge
-    to lie within the shading window: evened out like paper in a shadow, the stroke would come
-    out hollow."""
-    count, regions = cv2.connectedComponents(unbroken.view(np.uint8), connectivity=4)
+    """Where the sheet shows paper (`unpainted`, less what lies on or beside an edge), as
+    float32 0/1: the regions no edge crosses that reach near the sheet's outline (within twice
+    its edge band) or out of view, and those ringed by edges inside the sheet that are about
+    as light (paper in a loop of the digit). A darker one is the inside of a stroke too thick
+    for an edge to lie within the shading window: evened out like paper in a shadow, the stroke
+    would come out hollow. Levels are read where the sheet is not painted over."""
+    count, regions, _ = edge_free.labelled
     reaching = np.zeros(count, dtype=bool)
     reaching[regions[depth <= 2 * edge]] = True
     reaching[_border(regions)] = True
-    reaching[0] = False  # Edges and what is painted.
-    areas = np.bincount(regions.ravel(), minlength=count)
-    sums = np.bincount(regions.ravel(), weights=pixels.ravel(), minlength=count)
+    reaching[0] = False  # Edges.
+    shown = regions[unpainted]
+    areas = np.bincount(shown, minlength=count)
+    sums = np.bincount(shown, weights=pixels[unpainted], minlength=count)
     level = sums[reaching].sum() / max(int(areas[reaching].sum()), 1)
     paper = reaching | (sums >= _ink_below(np.array(level)) * areas)
     paper[0] = False
-    return np.asarray(paper[regions], dtype=np.float32)
+    return np.asarray(paper[regions] & unpainted, dtype=np.float32)
 
 
 def _mean_nearby(pixels: np.ndarray, where: np.ndarray, window: int, empty: float) -> np.ndarray:

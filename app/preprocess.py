@@ -287,14 +287,36 @@ class EdgeFreeRegions:
         self._pixels = pixels
 
     @cached_property
+    def edges(self) -> np.ndarray:
+        return _edges(self._pixels)
+
+    @cached_property
+    def bridged_edges(self) -> np.ndarray:
+        """The edges with the gaps of up to BRIDGED_GAP pixels between them closed (255)."""
+        return np.asarray(cv2.morphologyEx(self.edges, cv2.MORPH_CLOSE, _BRIDGE))
+
+    @cached_property
     def labelled(self) -> tuple[int, np.ndarray, np.ndarray]:
         """(How many regions, each pixel's region (0: on or beside an edge), their stats)."""
-        unbroken = 1 - _dilated(_edges(self._pixels), _SQUARE_3) // 255
-        count, regions, stats, _ = cv2.connectedComponentsWithStats(unbroken, connectivity=4)
-        return count, regions, stats
+        return _regions_between(self.edges)
+
+    @cached_property
+    def bridged(self) -> tuple[int, np.ndarray, np.ndarray]:
+        """The same with gaps of up to BRIDGED_GAP pixels in the edges closed: where a sheet's
+        edge fades out against a desk about as bright for a few pixels, the paper and the desk
+        are otherwise one region."""
+        return _regions_between(self.bridged_edges)
 
 
-def _find_sheet(gray: Grayscale, edge_free: EdgeFreeRegions) -> Sheet | None:
+def _regions_between(edges: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    unbroken = cv2.bitwise_not(_dilated(edges, _SQUARE_3))
+    count, regions, stats, _ = cv2.connectedComponentsWithStats(unbroken, connectivity=4)
+    return count, regions, stats
+
+
+def _find_sheet(
+    gray: Grayscale, edge_free: EdgeFreeRegions, *, bridge_gaps: bool = True
+) -> Sheet | None:
     """The sheet, when `gray` is a photo of a sheet lying on a desk; else None.
 
     Regions darker than Otsu's threshold must run along a good part of the image's border (the
@@ -303,7 +325,8 @@ def _find_sheet(gray: Grayscale, edge_free: EdgeFreeRegions) -> Sheet | None:
     regions next to it: the paper in a shadow with a sharp edge), and its convex hull is the
     sheet (so ink on it is never painted over). The shade of uneven light, a shadow or a
     vignette darkens gradually and has no edge; an edge must also step down across the
-    outline by more than the paper changes just inside it.
+    outline by more than the paper changes just inside it. With `bridge_gaps`, a sheet whose
+    edge fades out for a few pixels is looked for too.
     """
     pixels = gray.pixels
     if min(pixels.shape) < DESK_MIN_SIDE:
@@ -322,7 +345,55 @@ def _find_sheet(gray: Grayscale, edge_free: EdgeFreeRegions) -> Sheet | None:
     desk_parts = np.flatnonzero(along_border >= DESK_PART_BORDER * perimeter)
     if along_border[desk_parts].sum() < DESK_MIN_BORDER * perimeter:
         return None
-    region_count, regions, stats = edge_free.labelled
+    is_desk_part = np.zeros(count, dtype=np.uint8)
+    is_desk_part[desk_parts] = 1
+    along_border_mask = is_desk_part[labels]
+    outline = _paper_outline(pixels, dark, along_border_mask, edge_free.labelled)
+    if outline is not None:
+        return _sheet_within(gray, outline)
+    if not bridge_gaps:
+        return None
+    # A sheet's edge against a desk about as bright can fade out for a few pixels, and join the
+    # paper to the desk: then look again with such gaps bridged. The bridges must close the
+    # sheet's outline, not join strokes inside it into something sheet-like.
+    outline = _paper_outline(
+        pixels, dark, along_border_mask, edge_free.bridged, desk_read_further=True
+    )
+    if outline is None or not _bridges_outline(outline, edge_free):
+        return None
+    return _sheet_within(gray, outline)
+
+
+def _sheet_within(gray: Grayscale, outline: np.ndarray) -> Sheet:
+    """The sheet with this outline in `gray`'s pixels."""
+    corners = outline.reshape(-1, 2).astype(np.float32) / gray.scale + (gray.left, gray.top)
+    return Sheet(corners, gray.scale, max(gray.pixels.shape) / gray.scale)
+
+
+def _bridges_outline(outline: np.ndarray, edge_free: EdgeFreeRegions) -> bool:
+    """Whether most of the pixels that bridge gaps in the edges lie outside the sheet
+    `outline` or along it rather than well inside it."""
+    bridging = cv2.compare(edge_free.bridged_edges, edge_free.edges, cv2.CMP_GT)
+    inside = np.zeros(bridging.shape, dtype=np.uint8)
+    cv2.fillConvexPoly(inside, outline, 1)
+    depth = cv2.distanceTransform(inside, cv2.DIST_C, 3)
+    well_inside = int(np.count_nonzero(bridging[depth > DESK_EDGE + 1]))
+    return well_inside <= cv2.countNonZero(bridging) - well_inside
+
+
+def _paper_outline(
+    pixels: np.ndarray,
+    dark: np.ndarray,
+    desk_along_border: np.ndarray,
+    regions_found: tuple[int, np.ndarray, np.ndarray],
+    *,
+    desk_read_further: bool = False,
+) -> np.ndarray | None:
+    """The outline of the sheet among these edge-free regions (see `_find_sheet`), or None:
+    `dark` is 1 below Otsu's threshold, `desk_along_border` 1 in the dark regions that run
+    along the image's border. With `desk_read_further`, the desk must be darker than the paper
+    by the step BRIDGED_DESK_DEPTH pixels past the outline too."""
+    region_count, regions, stats = regions_found
     if region_count < 2:
         return None
     # The paper is the brightest of them: the one with the most pixels above Otsu's threshold
@@ -363,9 +434,7 @@ def _find_sheet(gray: Grayscale, edge_free: EdgeFreeRegions) -> Sheet | None:
     if paper_area < SHEET_MIN_SOLIDITY * sheet_area:
         return None
     # (The cheaper checks first: a page filling the photo fails this one.)
-    is_desk_part = np.zeros(count, dtype=np.uint8)
-    is_desk_part[desk_parts] = 1
-    if int(cv2.countNonZero(is_desk_part[labels] & desk)) < DESK_MIN_AREA * pixels.size:
+    if int(cv2.countNonZero(desk_along_border & desk)) < DESK_MIN_AREA * pixels.size:
         return None
     to_desk = cv2.distanceTransform(sheet, cv2.DIST_C, 3)
     inside = np.bincount(regions[to_desk > DESK_EDGE + 1], minlength=region_count)
@@ -398,8 +467,18 @@ def _find_sheet(gray: Grayscale, edge_free: EdgeFreeRegions) -> Sheet | None:
     slope = _median(np.abs(paper_near_edge[compared] - paper_further_in[compared]))
     if step < DESK_MIN_STEP or step < DESK_STEP_OVER_SLOPE * slope:
         return None
-    corners = outline.reshape(-1, 2).astype(np.float32) / gray.scale + (gray.left, gray.top)
-    return Sheet(corners, gray.scale, max(pixels.shape) / gray.scale)
+    if desk_read_further:
+        # Bridged to the photo's sides, a large digit's stroke can wall off part of the
+        # background as a sheet: a stroke is darker than the paper only across its width.
+        desk_further_out = _local_mean(
+            pixels, (to_sheet >= BRIDGED_DESK_DEPTH) & (to_sheet <= BRIDGED_DESK_DEPTH + 4)
+        )
+        further = compared & (desk_further_out >= 0)
+        if not further.any():
+            return None
+        if _median(paper_near_edge[further] - desk_further_out[further]) < DESK_MIN_STEP:
+            return None
+    return outline
 
 
 def _find_darker_sheet(gray: Grayscale, edge_free: EdgeFreeRegions) -> Sheet | None:
@@ -407,7 +486,9 @@ def _find_darker_sheet(gray: Grayscale, edge_free: EdgeFreeRegions) -> Sheet | N
     a sheet in the negative of `gray` with something darker than its paper written on it and
     nothing much lighter on it. In the negative, the thick strokes of a digit on white paper
     look like a sheet too, but the paper between them is lighter, and nothing on them darker."""
-    sheet = _find_sheet(Grayscale(255 - gray.pixels, gray.left, gray.top, gray.scale), edge_free)
+    sheet = _find_sheet(
+        Grayscale(255 - gray.pixels, gray.left, gray.top, gray.scale), edge_free, bridge_gaps=False
+    )
     if sheet is None:
         return None
     inside, paper, ink = _on_sheet(sheet, gray)
@@ -699,6 +780,12 @@ PART_MAX_GAP = 0.75
 _SQUARE_3 = np.ones((3, 3), dtype=np.uint8)
 _SQUARE_5 = np.ones((5, 5), dtype=np.uint8)
 _SQUARE_9 = np.ones((9, 9), dtype=np.uint8)
+# Gaps in a sheet's edge up to BRIDGED_GAP pixels wide are bridged (`EdgeFreeRegions.bridged`);
+# a sheet so found must have the desk darker still BRIDGED_DESK_DEPTH pixels past its outline,
+# past the width of a large digit's stroke at the working size.
+BRIDGED_GAP = 6
+BRIDGED_DESK_DEPTH = 10
+_BRIDGE = np.ones((BRIDGED_GAP + 1, BRIDGED_GAP + 1), dtype=np.uint8)
 # The service runs one preprocessing per thread and several threads per process: OpenCV's own
 # threads would only compete with them for the cores.
 cv2.setNumThreads(1)

@@ -415,6 +415,36 @@ def test_a_desk_past_two_edges_does_not_turn_the_page_into_ink():
     assert height_share < 0.4
 
 
+def test_a_sheet_whose_edge_fades_out_for_a_few_pixels_is_found():
+    """Where the sheet's edge against the desk fades out, the paper and the desk were one
+    region, the sheet was not found, and the crop ran from the desk's edge across the photo.
+    Bridging gaps of a few pixels in the edges separates them."""
+    found, width_share, height_share = preprocessed_photo("gap_in_the_sheets_edge.jpg")
+    assert found.inverted
+    assert width_share < 0.2
+    assert height_share < 0.2
+
+
+def test_bridged_gaps_between_strokes_do_not_make_a_sheet():
+    """Bridging the gaps between the strokes of a large digit running into the photo's edges
+    makes them look like a desk around a sheet; the sheet so found cut off the digit. Bridges
+    must close a sheet's outline, not lie inside it."""
+    found, width_share, _ = preprocessed_photo("large_digit_touching_the_border.jpg")
+    assert found.inverted
+    assert width_share > 0.9
+
+
+def test_bridged_strokes_do_not_wall_off_a_blank_sheet():
+    """Bridged to the photo's sides, the top bar of a large 5 under a strong vignette walled off
+    the bright top of the photo, which looked like a sheet with the bar as the desk's edge; the
+    sheet so found had nothing on it, and the crop took a sliver of the bar. Past the width of a
+    stroke, the background is as light as the "paper" again; a desk stays darker."""
+    found, width_share, height_share = preprocessed_photo("large_digit_walling_off_a_corner.jpg")
+    assert found.inverted
+    assert width_share > 0.9
+    assert height_share > 0.3
+
+
 def test_a_page_on_a_desk_nearly_as_light_is_read_as_dark_ink(digit, reference):
     """A white page on a light grey desk under uneven light: no step strong enough to find the
     sheet by, and the page, brighter than the desk over a large area, outweighs the digit in

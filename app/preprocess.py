@@ -356,9 +356,7 @@ def _find_sheet(
     # A sheet's edge against a desk about as bright can fade out for a few pixels, and join the
     # paper to the desk: then look again with such gaps bridged. The bridges must close the
     # sheet's outline, not join strokes inside it into something sheet-like.
-    outline = _paper_outline(
-        pixels, dark, along_border_mask, edge_free.bridged, desk_read_further=True
-    )
+    outline = _paper_outline(pixels, dark, along_border_mask, edge_free.bridged, bridged=True)
     if outline is None or not _bridges_outline(outline, edge_free):
         return None
     return _sheet_within(gray, outline)
@@ -387,12 +385,13 @@ def _paper_outline(
     desk_along_border: np.ndarray,
     regions_found: tuple[int, np.ndarray, np.ndarray],
     *,
-    desk_read_further: bool = False,
+    bridged: bool = False,
 ) -> np.ndarray | None:
     """The outline of the sheet among these edge-free regions (see `_find_sheet`), or None:
     `dark` is 1 below Otsu's threshold, `desk_along_border` 1 in the dark regions that run
-    along the image's border. With `desk_read_further`, the desk must be darker than the paper
-    by the step BRIDGED_DESK_DEPTH pixels past the outline too."""
+    along the image's border. Among regions `bridged` across gaps in the edges, the sheet must
+    also cover BRIDGED_SHEET_MIN_AREA of the image, and the desk be darker than the paper by the
+    step BRIDGED_DESK_DEPTH pixels past the outline too."""
     region_count, regions, stats = regions_found
     if region_count < 2:
         return None
@@ -433,6 +432,10 @@ def _paper_outline(
     sheet_area = cv2.countNonZero(sheet)
     if paper_area < SHEET_MIN_SOLIDITY * sheet_area:
         return None
+    # Bridges also close the gaps between the edges of a thick stroke, or of a loop: what is
+    # left of a light one on a dark canvas is a bright region walled off, but a small one.
+    if bridged and sheet_area < BRIDGED_SHEET_MIN_AREA * pixels.size:
+        return None
     # (The cheaper checks first: a page filling the photo fails this one.)
     if int(cv2.countNonZero(desk_along_border & desk)) < DESK_MIN_AREA * pixels.size:
         return None
@@ -467,7 +470,7 @@ def _paper_outline(
     slope = _median(np.abs(paper_near_edge[compared] - paper_further_in[compared]))
     if step < DESK_MIN_STEP or step < DESK_STEP_OVER_SLOPE * slope:
         return None
-    if desk_read_further:
+    if bridged:
         # Bridged to the photo's sides, a large digit's stroke can wall off part of the
         # background as a sheet: a stroke is darker than the paper only across its width.
         desk_further_out = _local_mean(
@@ -781,9 +784,12 @@ _SQUARE_3 = np.ones((3, 3), dtype=np.uint8)
 _SQUARE_5 = np.ones((5, 5), dtype=np.uint8)
 _SQUARE_9 = np.ones((9, 9), dtype=np.uint8)
 # Gaps in a sheet's edge up to BRIDGED_GAP pixels wide are bridged (`EdgeFreeRegions.bridged`);
-# a sheet so found must have the desk darker still BRIDGED_DESK_DEPTH pixels past its outline,
-# past the width of a large digit's stroke at the working size.
+# a sheet so found must cover at least BRIDGED_SHEET_MIN_AREA of the image (sheets on desks so
+# found cover 41-92 % of it, pieces of thick light strokes on a dark canvas 17-33 %) and have the
+# desk darker still BRIDGED_DESK_DEPTH pixels past its outline, past the width of a large digit's
+# stroke at the working size.
 BRIDGED_GAP = 6
+BRIDGED_SHEET_MIN_AREA = 0.5
 BRIDGED_DESK_DEPTH = 10
 _BRIDGE = np.ones((BRIDGED_GAP + 1, BRIDGED_GAP + 1), dtype=np.uint8)
 # The service runs one preprocessing per thread and several threads per process: OpenCV's own

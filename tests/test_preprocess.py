@@ -445,6 +445,15 @@ def test_bridged_strokes_do_not_wall_off_a_blank_sheet():
     assert height_share > 0.3
 
 
+def test_thick_light_strokes_on_a_dark_canvas_are_not_a_bridged_sheet():
+    """Bridging the gaps between the edges of thick light strokes on a dark canvas leaves a
+    piece of the strokes, the lower loop of an 8 closed, as a bright region walled off from the
+    canvas: taken for a sheet, it was cropped as the page the digit is on."""
+    found, _, height_share = preprocessed_photo("thick_light_strokes_on_a_dark_canvas.png")
+    assert not found.inverted
+    assert height_share > 0.6
+
+
 def test_a_page_on_a_desk_nearly_as_light_is_read_as_dark_ink(digit, reference):
     """A white page on a light grey desk under uneven light: no step strong enough to find the
     sheet by, and the page, brighter than the desk over a large area, outweighs the digit in

@@ -354,12 +354,10 @@ def _find_sheet(
     if not bridge_gaps:
         return None
     # A sheet's edge against a desk about as bright can fade out for a few pixels, and join the
-    # paper to the desk: then look again with such gaps bridged. The bridges must close the
-    # sheet's outline, not join strokes inside it into something sheet-like.
-    outline = _paper_outline(pixels, dark, along_border_mask, edge_free.bridged, bridged=True)
-    if outline is None or not _bridges_outline(outline, edge_free):
-        return None
-    return _sheet_within(gray, outline)
+    # paper to the desk: then look again with such gaps bridged.
+    bridging = cv2.compare(edge_free.bridged_edges, edge_free.edges, cv2.CMP_GT)
+    outline = _paper_outline(pixels, dark, along_border_mask, edge_free.bridged, bridging)
+    return None if outline is None else _sheet_within(gray, outline)
 
 
 def _sheet_within(gray: Grayscale, outline: np.ndarray) -> Sheet:
@@ -368,30 +366,19 @@ def _sheet_within(gray: Grayscale, outline: np.ndarray) -> Sheet:
     return Sheet(corners, gray.scale, max(gray.pixels.shape) / gray.scale)
 
 
-def _bridges_outline(outline: np.ndarray, edge_free: EdgeFreeRegions) -> bool:
-    """Whether most of the pixels that bridge gaps in the edges lie outside the sheet
-    `outline` or along it rather than well inside it."""
-    bridging = cv2.compare(edge_free.bridged_edges, edge_free.edges, cv2.CMP_GT)
-    inside = np.zeros(bridging.shape, dtype=np.uint8)
-    cv2.fillConvexPoly(inside, outline, 1)
-    depth = cv2.distanceTransform(inside, cv2.DIST_C, 3)
-    well_inside = int(np.count_nonzero(bridging[depth > DESK_EDGE + 1]))
-    return well_inside <= cv2.countNonZero(bridging) - well_inside
-
-
 def _paper_outline(
     pixels: np.ndarray,
     dark: np.ndarray,
     desk_along_border: np.ndarray,
     regions_found: tuple[int, np.ndarray, np.ndarray],
-    *,
-    bridged: bool = False,
+    bridging: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """The outline of the sheet among these edge-free regions (see `_find_sheet`), or None:
     `dark` is 1 below Otsu's threshold, `desk_along_border` 1 in the dark regions that run
-    along the image's border. Among regions `bridged` across gaps in the edges, the sheet must
-    also cover BRIDGED_SHEET_MIN_AREA of the image, and the desk be darker than the paper by the
-    step BRIDGED_DESK_DEPTH pixels past the outline too."""
+    along the image's border. When the regions were found with gaps in the edges bridged
+    (`bridging`: the pixels that bridge them), the sheet must also cover BRIDGED_SHEET_MIN_AREA
+    of the image, most of the bridges must lie outside its outline or along it, and the desk
+    must be darker than the paper by the step BRIDGED_DESK_DEPTH pixels past the outline too."""
     region_count, regions, stats = regions_found
     if region_count < 2:
         return None
@@ -434,12 +421,18 @@ def _paper_outline(
         return None
     # Bridges also close the gaps between the edges of a thick stroke, or of a loop: what is
     # left of a light one on a dark canvas is a bright region walled off, but a small one.
-    if bridged and sheet_area < BRIDGED_SHEET_MIN_AREA * pixels.size:
+    if bridging is not None and sheet_area < BRIDGED_SHEET_MIN_AREA * pixels.size:
         return None
     # (The cheaper checks first: a page filling the photo fails this one.)
     if int(cv2.countNonZero(desk_along_border & desk)) < DESK_MIN_AREA * pixels.size:
         return None
     to_desk = cv2.distanceTransform(sheet, cv2.DIST_C, 3)
+    if bridging is not None:
+        # The bridges must close the sheet's outline, not join strokes inside it into something
+        # sheet-like.
+        well_inside = int(np.count_nonzero(bridging[to_desk > DESK_EDGE + 1]))
+        if well_inside > cv2.countNonZero(bridging) - well_inside:
+            return None
     inside = np.bincount(regions[to_desk > DESK_EDGE + 1], minlength=region_count)
     outside = np.bincount(regions[desk == 1], minlength=region_count)
     inside[0] = 0  # Edges.
@@ -470,7 +463,7 @@ def _paper_outline(
     slope = _median(np.abs(paper_near_edge[compared] - paper_further_in[compared]))
     if step < DESK_MIN_STEP or step < DESK_STEP_OVER_SLOPE * slope:
         return None
-    if bridged:
+    if bridging is not None:
         # Bridged to the photo's sides, a large digit's stroke can wall off part of the
         # background as a sheet: a stroke is darker than the paper only across its width.
         desk_further_out = _local_mean(

@@ -8,6 +8,14 @@ once. One more waits, in line and before its body is read, for one of them to fi
 longer than the budget: then it is answered `503 overloaded` with `Retry-After`. So the admitted
 ones keep a bounded latency, and the worker keeps serving near its capacity.
 
+A request can also wait before the middleware sees it: in the event loop, behind every request
+read in the same turn. When each of those is answered without the loop turning (a lone image on
+an idle batcher runs its model call in place), none of them is ever in flight alongside another,
+and a flood would queue in the loop unseen and unrefused. So the middleware also measures how
+far behind the loop runs (`behind_s`: how long a callback scheduled by an arriving request waits
+for its turn), and `keeping_up` tells the batcher when it must queue instead, so the waiting
+requests are in flight, where they are counted and refused.
+
 Why wait at all rather than refuse at once: refusing costs the worker time too (~0.1 ms, in the
 same event loop), and a client that retries the moment it is refused comes straight back. Refused
 at once, a few such clients were most of the worker's work (one worker flooded with 64
@@ -38,6 +46,12 @@ BUSY_IN_FLIGHT = 2
 # would spiral down: refusals cost CPU too, the admitted requests complete more slowly, the
 # limit drops, more are refused.
 CAPACITY_DECAY = 0.97
+# How often an arriving request times the event loop's turn: each timing costs the loop a turn.
+LOOP_TIMING_INTERVAL_S = 0.01
+# How far behind, as a share of the budget, the loop may run while requests are answered in
+# place. A request waits about two turns before it runs (one to be read, one to run), then
+# perhaps for a slot, and a refusal is only sent when the loop gets round to its timer.
+LOOP_BEHIND_SHARE = 0.25
 # Never fewer admitted than this, whatever the measurements say.
 MIN_IN_FLIGHT = 8
 # A refused request's body this small arrived with its headers and costs nothing to skip. A
@@ -66,6 +80,8 @@ class Admission:
         # Come back after about a budget: by then what was in flight has been answered.
         self.retry_after_s = max(1, math.ceil(budget_s))
         self._shed_counter = metrics.REJECTED.labels(OverloadedError.code)
+        self.behind_s = 0.0
+        self._loop_timed_at = 0.0
 
     @property
     def limit(self) -> float:
@@ -73,8 +89,15 @@ class Admission:
             return float("inf")
         return max(MIN_IN_FLIGHT, self.capacity_per_s * self.budget_s)
 
+    @property
+    def keeping_up(self) -> bool:
+        """Whether the event loop turns quickly enough for a request arriving now to be read and
+        answered within the budget."""
+        return self.behind_s <= LOOP_BEHIND_SHARE * self.budget_s
+
     def enter_now(self) -> bool:
         """Takes a slot if one is free and nobody is waiting for one."""
+        self._time_the_loop()
         while self._waiting and self._waiting[0].done():
             self._waiting.popleft()  # Gave up waiting.
         if self.in_flight < self.limit and not self._waiting:
@@ -104,6 +127,17 @@ class Admission:
         if not admitted:
             self._shed_counter.inc()
         return admitted
+
+    def _time_the_loop(self) -> None:
+        """Now and then, schedules a callback that times its wait for a turn of the event loop.
+        Only arriving requests schedule one: an idle worker never wakes up for it."""
+        now = time.perf_counter()
+        if now - self._loop_timed_at >= LOOP_TIMING_INTERVAL_S:
+            self._loop_timed_at = now
+            asyncio.get_running_loop().call_soon(self._loop_turned, now)
+
+    def _loop_turned(self, scheduled_at: float) -> None:
+        self.behind_s = time.perf_counter() - scheduled_at
 
     def leave(self) -> None:
         self.in_flight -= 1

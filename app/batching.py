@@ -7,7 +7,8 @@ the call to the thread and back would take.
 
 Adaptive by construction: a request that arrives while the worker is idle goes straight through
 as a batch of one, run by the caller itself on the event loop (no queue, no hand-over) when such
-a call has been measured to cost less than `inline_max_ms`. Requests that arrive while the
+a call has been measured to cost less than `inline_max_ms` and `may_run_inline()` allows it.
+Requests that arrive while the
 worker is busy queue up and form the next batch (up to `max_batch_size`); when several are
 waiting but the batch is not full, it waits at most `batch_timeout_ms` for more. Every caller
 gets its own result or the batch's error; callers that gave up are skipped; a full queue is
@@ -56,6 +57,7 @@ class MicroBatcher(Generic[Item, Result]):
         batch_timeout_ms: float,
         max_queue_size: int,
         inline_max_ms: float = 0.0,
+        may_run_inline: Callable[[], bool] = lambda: True,
         name: str = "inference",
         on_batch: Callable[[int, float, int], None] | None = None,
     ) -> None:
@@ -66,6 +68,7 @@ class MicroBatcher(Generic[Item, Result]):
         self.batch_timeout_s = batch_timeout_ms / 1000
         self.max_queue_size = max_queue_size
         self.inline_max_s = inline_max_ms / 1000
+        self.may_run_inline = may_run_inline
         # What a batch of one costs the model (a moving average, timed where it runs).
         self._single_cost_s = float("inf")
         # No batch is being formed or run (a lone item may then skip the queue).
@@ -108,7 +111,12 @@ class MicroBatcher(Generic[Item, Result]):
     async def submit(self, item: Item, timeout_s: float | None = None) -> Completed[Result]:
         """Queue one item and wait for its result, at most `timeout_s` (then TimeoutError);
         raises the batch's error on failure."""
-        if self._idle and not self._queue and self._single_cost_s < self.inline_max_s:
+        if (
+            self._idle
+            and not self._queue
+            and self._single_cost_s < self.inline_max_s
+            and self.may_run_inline()
+        ):
             # Nothing to batch it with and a model call cheaper than a trip through the queue
             # and the batching task (two turns of the event loop): run it here and now.
             return self._run_alone(item)

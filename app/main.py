@@ -149,6 +149,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             batch_timeout_ms=settings.batch_timeout_ms,
             max_queue_size=settings.max_queue_size,
             inline_max_ms=INLINE_INFERENCE_MAX_MS,
+            # Answered in place, requests are never in flight together, and admission control
+            # would not see a flood: while the loop runs behind, they queue.
+            may_run_inline=(lambda: admission.keeping_up) if admission else (lambda: True),
             on_batch=_record_batch,
         )
         with ThreadPoolExecutor(settings.preprocess_threads, "preprocess") as preprocess_pool:

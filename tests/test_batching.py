@@ -36,7 +36,7 @@ class Recorder:
         return [item * 2 for item in items]
 
 
-def make_batcher(recorder: Recorder, **overrides: float) -> MicroBatcher[int, int]:
+def make_batcher(recorder: Recorder, **overrides: object) -> MicroBatcher[int, int]:
     options = {"max_batch_size": 8, "batch_timeout_ms": 0, "max_queue_size": 100, **overrides}
     return MicroBatcher(recorder, **options)  # type: ignore[arg-type]
 
@@ -94,6 +94,19 @@ async def test_a_lone_cheap_call_skips_the_queue_and_a_failure_still_reaches_its
         with pytest.raises(InferenceError):
             await batcher.submit(3)
         assert (await batcher.submit(4)).value == 8
+
+
+async def test_a_lone_call_queues_while_running_it_in_place_is_not_allowed():
+    recorder = Recorder()
+    allowed = True
+    async with make_batcher(recorder, inline_max_ms=50, may_run_inline=lambda: allowed) as batcher:
+        await batcher.submit(1)  # Measured on the model thread first.
+        assert (await batcher.submit(2)).queue_s == 0.0  # Run in place.
+        allowed = False
+        queued = asyncio.ensure_future(batcher.submit(3))
+        await asyncio.sleep(0)
+        assert not queued.done()  # Its caller waits, in flight beside any other.
+        assert (await queued).queue_s > 0.0
 
 
 async def test_a_caller_waits_at_most_its_timeout_and_the_batcher_goes_on():

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.admission import MIN_IN_FLIGHT, Admission, AdmissionControl
+from app.admission import LOOP_TIMING_INTERVAL_S, MIN_IN_FLIGHT, Admission, AdmissionControl
 from bench.__main__ import probed, run_wrk
 from bench.payloads import Request, load_payloads, requests
 from tests.imaging import png
@@ -118,6 +118,30 @@ async def test_a_request_that_goes_away_while_waiting_passes_its_slot_on(anyio_b
     assert admission.in_flight == 0
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_admission_sees_when_the_event_loop_runs_behind_its_budget(anyio_backend):
+    """Requests answered without the loop turning are never in flight together: what tells
+    admission they wait is how late the loop comes round to a callback an arrival scheduled."""
+    admission = Admission(budget_s=0.02)
+    assert admission.enter_now()
+    admission.leave()
+    await asyncio.sleep(0)  # A turn with nothing else to do.
+    assert admission.keeping_up
+    await asyncio.sleep(LOOP_TIMING_INTERVAL_S)  # Arrivals time the loop only now and then.
+    assert admission.enter_now()
+    admission.leave()
+    time.sleep(0.05)  # noqa: ASYNC251 (the rest of this turn: answering all that arrived with it)
+    await asyncio.sleep(0)
+    assert admission.behind_s >= 0.05
+    assert not admission.keeping_up
+    await asyncio.sleep(LOOP_TIMING_INTERVAL_S)
+    assert admission.enter_now()
+    admission.leave()
+    await asyncio.sleep(0)
+    assert admission.keeping_up
+
+
 def wrk_or_skip() -> str:
     found = shutil.which("wrk")
     if found:
@@ -145,30 +169,34 @@ def test_a_flood_is_shed_and_the_server_recovers(digits, tmp_path: Path):
         body.write(request.body)
         body.flush()
         port = int(url.rsplit(":", 1)[1])
+        unflooded_per_s = run_wrk(wrk, port, Path(body.name), request, True, 4, 1)["ok"]
         values, probe = probed(
             partial(run_wrk, wrk, port, Path(body.name), request, True, 256, 4), port, request
         )
         ok, shed = int(values["ok"]), int(values["shed"])
         assert int(values["wrong"]) == 0
         assert int(values["errors_status"]) == shed, "every refusal was a 503"
-        assert ok > 1000
+        # It keeps answering. The refusals take most of the worker's time: each costs about what
+        # an answer does, and the flood's clients come straight back for another every budget
+        # (on a 2-core EPYC, 1,150-1,530 answers/s unflooded, 250-450 during the flood).
+        assert ok / 4 > 0.1 * unflooded_per_s, (ok, unflooded_per_s)
         assert shed > 0
         assert {status for status, _ in probe} <= {200, 503}
         answered = sorted(took for status, took in probe if status == 200)
-        refused = [took for status, took in probe if status == 503]
+        refused = sorted(took for status, took in probe if status == 503)
         assert len(probe) > 20
         # Waiting behind everything in flight would take 256 requests over the rate measured
         # (~170 ms on a quiet machine, over half a second on a busy one). A refusal comes once
         # the budget is spent waiting for a slot, and an answer after a bounded wait, both far
         # from that: ten budgets, or a third of it where the machine is slow enough to need more
-        # than ten budgets just for the event loop's turn.
+        # than ten budgets just for the event loop's turn. The 90th percentile of each: on a
+        # machine shared with wrk (and in CI perhaps with more), the scheduler can hold up any
+        # one request.
         everything_in_flight_s = 256 / (ok / 4)
         bound_s = max(budget_ms / 1000 * 10, everything_in_flight_s / 3)
-        assert max(refused, default=0) < bound_s, (refused, everything_in_flight_s)
-        assert answered[int(0.9 * (len(answered) - 1))] < bound_s, (
-            answered,
-            everything_in_flight_s,
-        )
+        for tooks in (refused, answered):
+            if tooks:  # The probe's few requests may all have been answered, or all refused.
+                assert tooks[int(0.9 * (len(tooks) - 1))] < bound_s, (tooks, everything_in_flight_s)
         began = time.perf_counter()
         response = httpx.post(
             f"{url}/predict", content=png(images[1]), headers={"content-type": "image/png"}

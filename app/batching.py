@@ -8,11 +8,10 @@ the call to the thread and back would take.
 Adaptive by construction: a request that arrives while the worker is idle goes straight through
 as a batch of one, run by the caller itself on the event loop (no queue, no hand-over) when such
 a call has been measured to cost less than `inline_max_ms` and `may_run_inline()` allows it.
-Requests that arrive while the
-worker is busy queue up and form the next batch (up to `max_batch_size`); when several are
-waiting but the batch is not full, it waits at most `batch_timeout_ms` for more. Every caller
-gets its own result or the batch's error; callers that gave up are skipped; a full queue is
-refused at once."""
+Requests that arrive while the worker is busy queue up and form the next batch (up to
+`max_batch_size`); when several are waiting but the batch is not full, it waits at most
+`batch_timeout_ms` for more. Every caller gets its own result or the batch's error; callers that
+gave up are skipped; a full queue is refused at once."""
 
 from __future__ import annotations
 

@@ -119,11 +119,11 @@ class Admission:
         except BaseException:
             # Cancelled while waiting (the client went away): a slot handed over meanwhile
             # goes on to the next in line.
-            expiry.cancel()
             if slot.done() and not slot.cancelled() and slot.result():
                 self.leave()
             raise
-        expiry.cancel()
+        finally:
+            expiry.cancel()
         if not admitted:
             self._shed_counter.inc()
         return admitted

@@ -7,10 +7,12 @@ import copy
 import logging
 import logging.config
 import os
+import signal
 import socket
 import sys
 import tempfile
 from pathlib import Path
+from types import FrameType
 from typing import Any, cast
 
 import uvicorn
@@ -116,11 +118,11 @@ def serve_with_workers(config: uvicorn.Config, grpc_port: int) -> None:
         Multiprocess(config, sockets=[cast(socket.socket, stand_in)]).run()
 
 
-def main() -> None:
-    settings = Settings()
-    metrics_dir = prepare_metrics_dir()
-    log_config = logging_config(settings.log_level, settings.log_format)
-    logging.config.dictConfig(log_config)
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+def serve(settings: Settings, log_config: dict[str, Any]) -> None:
     try:
         preflight(settings)
     except ModelLoadError as error:
@@ -140,14 +142,27 @@ def main() -> None:
         lifespan="on",
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
     )
+    if settings.workers > 1:
+        serve_with_workers(config, settings.grpc_port)
+        return
+    # Once shut down, uvicorn raises the signal that stopped it again; under the default
+    # handler SIGTERM would then end the process before `main` removes the metrics directory.
+    # Exit through Python instead, with 0, as the supervisor of several workers does.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_cleanly)
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)
+
+
+def main() -> None:
+    settings = Settings()
+    metrics_dir = prepare_metrics_dir()
+    log_config = logging_config(settings.log_level, settings.log_format)
+    logging.config.dictConfig(log_config)
     try:
-        if settings.workers > 1:
-            serve_with_workers(config, settings.grpc_port)
-        else:
-            server = uvicorn.Server(config)
-            server.run()
-            if not server.started:
-                sys.exit(STARTUP_FAILURE)
+        serve(settings, log_config)
     finally:
         clear_metrics_dir(metrics_dir)
         with contextlib.suppress(OSError):  # Left when the operator's directory holds more.

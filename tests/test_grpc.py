@@ -497,5 +497,5 @@ def test_health_turns_not_serving_on_sigterm(tmp_path: Path):
         client = triton.InferenceServerClient(f"127.0.0.1:{port}")
         assert client.is_server_live()
         assert not client.is_server_ready()
-        # Then, after the grace, the server stops (uvicorn ends by re-raising the SIGTERM).
-        assert process.wait(20) in (0, -signal.SIGTERM)
+        # Then, after the grace, the server stops.
+        assert process.wait(20) == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -219,6 +220,22 @@ def test_sigterm_under_load_answers_every_admitted_request(tmp_path: Path, digit
     assert outcomes["200"] > 100
     assert shutdown.in_flight_at_the_end.status_code == 200
     assert exited_after_s < grace_s + timeout_s, "exits within the bound"
-    # uvicorn ends by re-raising the signal it stopped on, so the exit is SIGTERM's.
-    assert process.returncode in (0, -signal.SIGTERM)
+    assert process.returncode == 0
+    assert "Traceback" not in log.read_text()
+
+
+@pytest.mark.parametrize(
+    ("workers", "stop"), [("1", signal.SIGTERM), ("1", signal.SIGINT), ("2", signal.SIGTERM)]
+)
+def test_a_stopped_server_exits_0_and_removes_its_metrics_directory(
+    tmp_path: Path, workers: str, stop: signal.Signals
+):
+    log = tmp_path / "server.log"
+    with server_process(log, workers=workers) as (_, process):
+        metrics_dir = Path(tempfile.gettempdir()) / f"cnn-serve-metrics-{process.pid}"
+        assert list(metrics_dir.glob("*.db")), "the workers keep their values there"
+        process.send_signal(stop)
+        process.wait(20)
+    assert process.returncode == 0
+    assert not metrics_dir.exists()
     assert "Traceback" not in log.read_text()

@@ -139,6 +139,20 @@ def rss_mb(pid: int) -> float:
     return total_kb / 1024
 
 
+def cpu_s(pid: int) -> float:
+    """User and system CPU time of a process and its children (uvicorn workers), all threads."""
+    total_ticks = 0
+    for each in [pid, *_children(pid)]:
+        try:
+            # Fields after the command (which may hold spaces), from the state on; utime and
+            # stime are the 14th and 15th fields of the whole line.
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total_ticks += int(fields[11]) + int(fields[12])
+    return total_ticks / os.sysconf("SC_CLK_TCK")
+
+
 def _children(pid: int) -> list[int]:
     try:
         found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
@@ -292,6 +306,7 @@ def measure_servers(
                         for connections in concurrency:
                             own_metrics = server.name.startswith("cnn-serve")
                             before = scrape.scrape(args.port) if own_metrics else {}
+                            cpu_before_s = cpu_s(process.pid)
                             values = run_wrk(
                                 wrk,
                                 args.port,
@@ -314,6 +329,9 @@ def measure_servers(
                                 ),
                                 checked=int(values["checked"]),
                                 wrong_labels=int(values["wrong"]),
+                                server_cpu_us=1e6
+                                * (cpu_s(process.pid) - cpu_before_s)
+                                / max(values["ok"], 1),
                             )
                             if own_metrics:
                                 seen = scrape.seen_between(before, scrape.scrape(args.port))

@@ -20,6 +20,9 @@ class Cell:
     wrong_labels: int
     # cnn-serve's own /metrics over the cell, to set beside wrk's figures.
     metrics: str = ""
+    # The server's CPU time (all its processes and threads) over the cell, per answer: what
+    # sets throughput once the cores are busy, and compares across machines better than req/s.
+    server_cpu_us: float | None = None
 
 
 def format_cell(cell: Cell) -> str:
@@ -28,6 +31,7 @@ def format_cell(cell: Cell) -> str:
         f"  {cell.server:<18}{cell.payload:<17}{cell.body:<17}c={cell.concurrency:<4}"
         f"{cell.requests_per_s:>9.0f} ok/s   p50 {cell.p50_ms:>8.2f} ms  "
         f"p99 {cell.p99_ms:>8.2f} ms  errors {cell.errors:<5} wrong labels {wrong}"
+        + (f"  CPU {cell.server_cpu_us:>5.0f} us/answer" if cell.server_cpu_us is not None else "")
         + (f"\n{'':<18}{cell.metrics}" if cell.metrics else "")
     )
 

@@ -47,9 +47,10 @@ def running_server(log_path: Path, **settings: str) -> Iterator[str]:
 
 @contextmanager
 def server_process(
-    log_path: Path, **settings: str
+    log_path: Path, *, metrics_dir: Path | None = None, **settings: str
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """The same, yielding the process too (its pid, for signals and memory)."""
+    """The same, yielding the process too (its pid, for signals and memory). `metrics_dir`: where
+    its metric files go, for a server the test kills (SIGKILL leaves them behind), not $TMPDIR."""
     port = free_port()
     # One worker unless a test asks for more: the suite starts many servers.
     env = {
@@ -59,6 +60,8 @@ def server_process(
         "CNN_SERVE_WORKERS": "1",
     }
     env.update({f"CNN_SERVE_{key.upper()}": value for key, value in settings.items()})
+    if metrics_dir is not None:
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "app"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT

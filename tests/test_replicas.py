@@ -156,6 +156,7 @@ def test_three_replicas_lose_nothing_to_a_graceful_stop_and_little_to_a_kill(
             stack.enter_context(
                 server_process(
                     tmp_path / f"replica-{index}.log",
+                    metrics_dir=tmp_path / f"metrics-{index}",
                     compile_cache_dir=str(compile_cache_dir),
                     shutdown_grace_s="1",
                 )

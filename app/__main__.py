@@ -45,15 +45,18 @@ def logging_config(level: str, log_format: str) -> dict[str, Any]:
     return config
 
 
+def default_metrics_dir(pid: int) -> Path:
+    """Where the metric values go unless the operator chose a directory: one per server."""
+    return Path(tempfile.gettempdir()) / f"cnn-serve-metrics-{pid}"
+
+
 def prepare_metrics_dir() -> Path:
     """Where every worker keeps its metric values (prometheus-client's multiprocess mode),
     emptied of an earlier run's values now, before any worker starts. Set before anything
     imports prometheus_client. Only the library's own `*.db` files are removed: the directory
     may be one the operator chose."""
     given = os.environ.get(METRICS_DIR_VARIABLE)
-    path = (
-        Path(given) if given else Path(tempfile.gettempdir()) / f"cnn-serve-metrics-{os.getpid()}"
-    )
+    path = Path(given) if given else default_metrics_dir(os.getpid())
     path.mkdir(parents=True, mode=0o700, exist_ok=True)
     clear_metrics_dir(path)
     os.environ[METRICS_DIR_VARIABLE] = str(path)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -17,6 +16,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.__main__ import default_metrics_dir
 from tests.imaging import png
 from tests.server import running_server, server_process
 
@@ -232,7 +232,7 @@ def test_a_stopped_server_exits_0_and_removes_its_metrics_directory(
 ):
     log = tmp_path / "server.log"
     with server_process(log, workers=workers) as (_, process):
-        metrics_dir = Path(tempfile.gettempdir()) / f"cnn-serve-metrics-{process.pid}"
+        metrics_dir = default_metrics_dir(process.pid)
         assert list(metrics_dir.glob("*.db")), "the workers keep their values there"
         process.send_signal(stop)
         process.wait(20)

@@ -151,7 +151,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             inline_max_ms=INLINE_INFERENCE_MAX_MS,
             # Answered in place, requests are never in flight together, and admission control
             # would not see a flood: while the loop runs behind, they queue.
-            may_run_inline=(lambda: admission.keeping_up) if admission else (lambda: True),
+            may_run_inline=lambda: admission is None or admission.keeping_up,
             on_batch=_record_batch,
         )
         with ThreadPoolExecutor(settings.preprocess_threads, "preprocess") as preprocess_pool:
